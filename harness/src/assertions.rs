@@ -1,0 +1,187 @@
+//! kube-rs reads and bounded waits on Flux objects: readiness, `spec.suspend`, the handled
+//! reconcile token, and fingerprints (resourceVersions) to prove that nothing changed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use kube::api::{DynamicObject, ListParams};
+use kube::discovery::ApiResource;
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client};
+
+use crate::flux;
+
+/// One status condition of a Flux object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The condition `type_` (e.g. `Ready`) of `obj`, if it has one.
+pub fn condition(obj: &DynamicObject, type_: &str) -> Option<Condition> {
+    obj.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| Condition {
+            status: c["status"].as_str().unwrap_or_default().to_string(),
+            reason: c["reason"].as_str().unwrap_or_default().to_string(),
+            message: c["message"].as_str().unwrap_or_default().to_string(),
+        })
+}
+
+/// Ready=True for the object's current generation.
+pub fn is_ready(obj: &DynamicObject) -> bool {
+    let observed = obj.data["status"]["observedGeneration"].as_i64();
+    condition(obj, "Ready").is_some_and(|c| c.status == "True")
+        && observed == obj.metadata.generation
+}
+
+pub fn is_suspended(obj: &DynamicObject) -> bool {
+    obj.data["spec"]["suspend"].as_bool().unwrap_or(false)
+}
+
+/// `status.lastHandledReconcileAt`: the last `reconcile.fluxcd.io/requestedAt` token the controller handled.
+pub fn last_handled_reconcile_at(obj: &DynamicObject) -> Option<String> {
+    obj.data["status"]["lastHandledReconcileAt"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// `reconcile.fluxcd.io/requestedAt` annotation, the token `flux reconcile` sets.
+pub fn requested_at(obj: &DynamicObject) -> Option<String> {
+    obj.metadata
+        .annotations
+        .as_ref()?
+        .get("reconcile.fluxcd.io/requestedAt")
+        .cloned()
+}
+
+/// A one-line summary of an object's state, for timeout messages.
+pub fn describe(obj: &DynamicObject) -> String {
+    let ready = condition(obj, "Ready")
+        .map(|c| format!("Ready={} {}: {}", c.status, c.reason, c.message))
+        .unwrap_or_else(|| "no Ready condition".into());
+    format!(
+        "{}/{} suspend={} gen={:?} observed={:?} {ready}",
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.metadata.name.as_deref().unwrap_or_default(),
+        is_suspended(obj),
+        obj.metadata.generation,
+        obj.data["status"]["observedGeneration"].as_i64(),
+    )
+}
+
+/// Reads one object.
+pub async fn get(
+    client: &Client,
+    resource: &ApiResource,
+    namespace: &str,
+    name: &str,
+) -> Result<DynamicObject> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    api.get(name)
+        .await
+        .with_context(|| format!("reading {} {namespace}/{name}", resource.kind))
+}
+
+/// Waits until `pred` holds for the object, at most `timeout`; the error names the object's last state.
+pub async fn wait_until(
+    client: &Client,
+    resource: &ApiResource,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&DynamicObject) -> bool,
+) -> Result<DynamicObject> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    let waited = tokio::time::timeout(
+        timeout,
+        await_condition(api.clone(), name, move |o: Option<&DynamicObject>| {
+            o.is_some_and(&pred)
+        }),
+    )
+    .await;
+    match waited {
+        Ok(Ok(Some(obj))) => Ok(obj),
+        Ok(Ok(None)) => Err(anyhow!(
+            "{} {namespace}/{name} disappeared while waiting for {what}",
+            resource.kind
+        )),
+        Ok(Err(e)) => Err(anyhow!(
+            "watching {} {namespace}/{name}: {e}",
+            resource.kind
+        )),
+        Err(_) => {
+            let last = api
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .map(|o| describe(&o))
+                .unwrap_or_else(|| "not found".into());
+            Err(anyhow!(
+                "timed out after {timeout:?} waiting for {} {namespace}/{name} to be {what}; last state: {last}",
+                resource.kind
+            ))
+        }
+    }
+}
+
+/// Waits for Ready=True at the current generation.
+pub async fn wait_ready(
+    client: &Client,
+    resource: &ApiResource,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<DynamicObject> {
+    wait_until(
+        client, resource, namespace, name, "Ready", timeout, is_ready,
+    )
+    .await
+}
+
+/// `Kind/namespace/name -> resourceVersion` of every Kustomization, HelmRelease, GitRepository and
+/// HelmChart: equal fingerprints before and after a command prove it wrote nothing to Flux objects.
+pub async fn flux_fingerprint(client: &Client) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for resource in [
+        flux::kustomizations(),
+        flux::helmreleases(),
+        flux::gitrepositories(),
+        flux::helmcharts(),
+    ] {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        for obj in api.list(&ListParams::default()).await? {
+            out.insert(
+                format!(
+                    "{}/{}/{}",
+                    resource.kind,
+                    obj.metadata.namespace.unwrap_or_default(),
+                    obj.metadata.name.unwrap_or_default()
+                ),
+                obj.metadata.resource_version.unwrap_or_default(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Every Kustomization and HelmRelease that is not Ready, as one line each.
+pub async fn not_ready(client: &Client) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for resource in [flux::kustomizations(), flux::helmreleases()] {
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        for obj in api.list(&ListParams::default()).await? {
+            if !is_ready(&obj) {
+                out.push(format!("{} {}", resource.kind, describe(&obj)));
+            }
+        }
+    }
+    Ok(out)
+}

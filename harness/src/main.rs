@@ -1,0 +1,244 @@
+//! `harness up | down | status | toolchain`: the operator's way to get the two ephemeral clusters,
+//! e.g. to reproduce a `task flux:*` bug locally.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use harness::process;
+use harness::provider::local::{self, LocalOptions};
+use harness::toolchain::{Tool, Toolchain};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Ephemeral infra + apps clusters with real Flux, for the k8s-ops Taskfiles"
+)]
+struct Cli {
+    /// Where the environment keeps its state, logs and kubeconfig.
+    #[arg(long, global = true, env = "HARNESS_STATE_DIR", default_value_os_t = harness::repo_root().join(".harness"))]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the tools if needed, start both clusters with Flux and the fixtures, and keep them
+    /// running until Ctrl-C or `harness down`.
+    Up {
+        /// First of the environment's 41 consecutive ports on 127.0.0.1.
+        #[arg(long, env = "HARNESS_PORT_BASE", default_value_t = 31000)]
+        port_base: u16,
+        /// Upper bound for the fixtures of one cluster to become Ready.
+        #[arg(long, default_value = "240", value_parser = parse_secs)]
+        ready_timeout: Duration,
+    },
+    /// Stop the environment started by `up` (and anything a crashed run left behind).
+    Down,
+    /// Show whether an environment is up, its processes and its kubeconfig.
+    Status,
+    /// Build every pinned tool into the machine-wide cache and print where they are.
+    Toolchain,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| format!("`{s}` is not a number of seconds"))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up {
+            port_base,
+            ready_timeout,
+        } => up(&cli.state_dir, port_base, ready_timeout),
+        Command::Down => down(&cli.state_dir),
+        Command::Status => status(&cli.state_dir),
+        Command::Toolchain => toolchain(),
+    };
+    if let Err(e) = result {
+        eprintln!("harness: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn supervisor_pid(state_dir: &Path) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(state_dir.join("supervisor.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+fn up(state_dir: &Path, port_base: u16, ready_timeout: Duration) -> Result<()> {
+    if let Some(pid) = supervisor_pid(state_dir) {
+        bail!(
+            "an environment is already up in {} (harness pid {pid}): run `cargo run -p harness -- down` first",
+            state_dir.display()
+        );
+    }
+    fs::create_dir_all(state_dir)?;
+    fs::write(
+        state_dir.join("supervisor.pid"),
+        std::process::id().to_string(),
+    )?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let options = LocalOptions {
+        state_dir: state_dir.to_path_buf(),
+        port_base: Some(port_base),
+        ready_timeout,
+    };
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(local::start(&options));
+    });
+    let started = rt.block_on(async {
+        tokio::select! {
+            r = &mut rx => Some(r),
+            _ = shutdown_signal() => None,
+        }
+    });
+    let Some(started) = started else {
+        eprintln!("harness: interrupted during start-up; stopping what was started");
+        process::reap_stale(state_dir);
+        let _ = fs::remove_file(state_dir.join("supervisor.pid"));
+        std::process::exit(130);
+    };
+    let (env, report) = match started.context("start-up thread vanished")? {
+        Ok(ok) => ok,
+        Err(e) => {
+            let _ = fs::remove_file(state_dir.join("supervisor.pid"));
+            return Err(e);
+        }
+    };
+    println!(
+        "harness: infra and apps are up with Flux and the fixtures Ready in {:.0?} (tools {:.0?})",
+        report.total, report.toolchain
+    );
+    for (cluster, took) in &report.per_cluster {
+        println!("  {cluster}: ready in {took:.0?}");
+    }
+    println!(
+        "  fixtures repo: {} (checkout: {})",
+        env.fixtures.url(),
+        env.fixtures.work_dir().display()
+    );
+    println!("  logs: {}", state_dir.display());
+    println!("Use it from another shell:");
+    println!(
+        "  export KUBECONFIG={} PATH={}:$PATH",
+        env.kubeconfig.display(),
+        operator_path(&env.toolchain)
+    );
+    println!("  task flux:status CLUSTER=all");
+    println!("Stop with Ctrl-C here or `cargo run -p harness -- down`.");
+
+    let outcome = rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = shutdown_signal() => break Ok(()),
+                _ = tick.tick() => {
+                    if let Err(e) = env.health() {
+                        break Err(e);
+                    }
+                }
+            }
+        }
+    });
+    if let Err(e) = &outcome {
+        let dir = env.diagnostics("harness-up");
+        eprintln!("harness: {e:#}; diagnostics in {}", dir.display());
+    }
+    println!("harness: stopping");
+    env.stop();
+    let _ = fs::remove_file(state_dir.join("supervisor.pid"));
+    outcome
+}
+
+fn operator_path(toolchain: &Toolchain) -> String {
+    [Tool::Task, Tool::Flux, Tool::Kubernetes]
+        .iter()
+        .map(|t| toolchain.bin_dir(*t).display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn down(state_dir: &Path) -> Result<()> {
+    if let Some(pid) = supervisor_pid(state_dir) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+        process::wait_for(
+            "the harness to stop its environment",
+            Duration::from_secs(90),
+            || Ok(supervisor_pid(state_dir).is_none().then_some(())),
+        )?;
+        println!("harness: stopped the environment of harness pid {pid}");
+    }
+    let stale = process::reap_stale(state_dir);
+    if !stale.is_empty() {
+        println!(
+            "harness: stopped {} leftover processes: {}",
+            stale.len(),
+            stale.join(", ")
+        );
+    }
+    let _ = fs::remove_file(state_dir.join("supervisor.pid"));
+    println!("harness: nothing of {} is running", state_dir.display());
+    Ok(())
+}
+
+fn status(state_dir: &Path) -> Result<()> {
+    match supervisor_pid(state_dir) {
+        Some(pid) => println!("up: harness pid {pid}, state {}", state_dir.display()),
+        None => println!("down: no harness running for {}", state_dir.display()),
+    }
+    let mut rows = process::recorded_pids(state_dir);
+    rows.sort();
+    for (name, pid, alive) in rows {
+        println!(
+            "  {:<40} pid {pid:<8} {}",
+            name,
+            if alive { "running" } else { "gone" }
+        );
+    }
+    let kubeconfig = state_dir.join("kubeconfig");
+    if kubeconfig.exists() {
+        println!("export KUBECONFIG={}", kubeconfig.display());
+    }
+    Ok(())
+}
+
+fn toolchain() -> Result<()> {
+    let toolchain = Toolchain::from_env()?;
+    toolchain.ensure_all()?;
+    for tool in Tool::ALL {
+        println!(
+            "{:<24} {:<10} {}",
+            tool.key(),
+            toolchain.versions().get(tool),
+            toolchain.bin_dir(tool).display()
+        );
+    }
+    Ok(())
+}

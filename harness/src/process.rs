@@ -1,0 +1,392 @@
+//! Processes the harness starts itself: spawned with their output in log files (raw, and CRI-format
+//! for the ones kwok serves as pod logs), recorded in a pid file, and stopped by their own pid.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Environment variable stamped on every process the harness starts, naming its state directory, so
+/// that a later run can tell its own leftovers from anything else on the machine.
+pub const STATE_MARKER_ENV: &str = "K8S_OPS_HARNESS_STATE";
+
+/// Where a process' output goes.
+#[derive(Debug, Clone)]
+pub struct LogFiles {
+    /// Everything the process printed, as printed.
+    pub raw: PathBuf,
+    /// The same lines in the CRI log format (`<RFC3339Nano> <stream> F <line>`) that kwok serves as
+    /// the logs of the simulated pod standing for this process.
+    pub cri: Option<PathBuf>,
+}
+
+/// A child process owned by the harness.
+#[derive(Debug)]
+pub struct ManagedProcess {
+    name: String,
+    child: Child,
+    pid_file: PathBuf,
+    log: PathBuf,
+}
+
+impl ManagedProcess {
+    /// Starts `command` with stdin closed and its output in `logs`; records its pid in `pid_dir`.
+    pub fn spawn(
+        name: &str,
+        mut command: Command,
+        logs: &LogFiles,
+        state_dir: &Path,
+    ) -> Result<Self> {
+        if let Some(parent) = logs.raw.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let program = command.get_program().to_string_lossy().into_owned();
+        command
+            .env(STATE_MARKER_ENV, state_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name} ({program})"))?;
+        let raw = shared_append(&logs.raw)?;
+        let cri = logs.cri.as_deref().map(shared_append).transpose()?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        copy_lines(stdout, "stdout", raw.clone(), cri.clone());
+        copy_lines(stderr, "stderr", raw, cri);
+
+        let pid_dir = state_dir.join("pids");
+        fs::create_dir_all(&pid_dir)?;
+        let pid_file = pid_dir.join(format!("{name}.pid"));
+        fs::write(&pid_file, child.id().to_string())?;
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            pid_file,
+            log: logs.raw.clone(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// `Some(exit status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Fails with the tail of its log if the process has already exited.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        if let Some(status) = self.exited() {
+            bail!(
+                "{} exited ({status}); last lines of {}:\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log, 15)
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM to its pid, SIGKILL after `grace`; waits for it and removes its pid file.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.exited().is_none() {
+            terminate_pid(self.child.id(), grace, || {
+                self.child.try_wait().ok().flatten().is_some()
+            });
+        }
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.pid_file);
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}
+
+/// SIGTERM, then SIGKILL once `grace` has passed without `gone()` turning true.
+fn terminate_pid(pid: u32, grace: Duration, mut gone: impl FnMut() -> bool) {
+    let pid = Pid::from_raw(pid as i32);
+    if kill(pid, Signal::SIGTERM).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if gone() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+}
+
+/// Stops processes left by an earlier run that died without tearing down (a crash, SIGKILL):
+/// every pid in `<state_dir>/pids` (recursively) whose process still carries this state directory.
+/// Returns the names of the processes stopped.
+pub fn reap_stale(state_dir: &Path) -> Vec<String> {
+    stop_recorded(state_dir, state_dir)
+}
+
+/// Stops every process recorded by a pid file under `pid_root` that belongs to `state_dir`: SIGTERM
+/// to all of them at once, SIGKILL to those still there after 10 s. Returns their names.
+pub fn stop_recorded(pid_root: &Path, state_dir: &Path) -> Vec<String> {
+    let mut targets = Vec::new();
+    for pid_file in pid_files(pid_root) {
+        let pid = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = pid.filter(|pid| belongs_to(*pid, state_dir) && !is_zombie(*pid)) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            targets.push((
+                pid,
+                pid_file
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+            ));
+        }
+        let _ = fs::remove_file(&pid_file);
+    }
+    let gone = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !targets.iter().all(|(pid, _)| gone(*pid)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (pid, _) in &targets {
+        if !gone(*pid) {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !targets.iter().all(|(pid, _)| gone(*pid)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    targets.into_iter().map(|(_, name)| name).collect()
+}
+
+/// `(name, pid, alive)` of every pid file under `state_dir` (the harness' own and kwokctl's).
+pub fn recorded_pids(state_dir: &Path) -> Vec<(String, u32, bool)> {
+    pid_files(state_dir)
+        .into_iter()
+        .filter_map(|f| {
+            let pid: u32 = fs::read_to_string(&f).ok()?.trim().parse().ok()?;
+            let name = f.file_stem()?.to_string_lossy().into_owned();
+            Some((name, pid, belongs_to(pid, state_dir) && !is_zombie(pid)))
+        })
+        .collect()
+}
+
+/// Pid files under `dir`: the harness' own (`pids/*.pid`) and kwokctl's (`**/pids/*.pid`).
+fn pid_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "pid") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// True when process `pid` was started for `state_dir` (marker env var or a path in its command line).
+pub fn belongs_to(pid: u32, state_dir: &Path) -> bool {
+    let needle = state_dir.to_string_lossy().into_owned();
+    let read = |what: &str| fs::read(format!("/proc/{pid}/{what}")).unwrap_or_default();
+    let environ = String::from_utf8_lossy(&read("environ")).into_owned();
+    let cmdline = String::from_utf8_lossy(&read("cmdline")).into_owned();
+    environ.contains(&format!("{STATE_MARKER_ENV}={needle}")) || cmdline.contains(&needle)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+type SharedFile = std::sync::Arc<std::sync::Mutex<fs::File>>;
+
+fn shared_append(path: &Path) -> Result<SharedFile> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(file)))
+}
+
+/// Copies the lines of `from` into the raw log and, as CRI-format lines, into the CRI log.
+fn copy_lines(
+    from: impl Read + Send + 'static,
+    stream: &'static str,
+    raw: SharedFile,
+    cri: Option<SharedFile>,
+) {
+    std::thread::spawn(move || {
+        let reader = BufReader::new(from);
+        for line in reader.split(b'\n') {
+            let Ok(line) = line else { break };
+            let text = String::from_utf8_lossy(&line);
+            if let Ok(mut f) = raw.lock() {
+                let _ = writeln!(f, "{text}");
+            }
+            if let Some(cri) = &cri
+                && let Ok(mut f) = cri.lock()
+            {
+                let _ = writeln!(f, "{}", cri_line(jiff::Timestamp::now(), stream, &text));
+            }
+        }
+    });
+}
+
+/// One line in the CRI container log format that kubelet (and kwok) serve.
+pub fn cri_line(at: jiff::Timestamp, stream: &str, text: &str) -> String {
+    format!(
+        "{} {stream} F {text}",
+        at.strftime("%Y-%m-%dT%H:%M:%S.%9fZ")
+    )
+}
+
+/// The last `n` lines of a file, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Fails with one line naming the port and the fix when a port on 127.0.0.1 is taken.
+pub fn ensure_ports_free(ports: &[u16], fix: &str) -> Result<()> {
+    for &port in ports {
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("port 127.0.0.1:{port} is already in use: {fix}");
+        }
+    }
+    Ok(())
+}
+
+/// The first block of `len` consecutive free ports on 127.0.0.1 at or above `start`, in steps of `len`.
+pub fn free_port_block(start: u16, len: u16) -> Result<u16> {
+    let mut base = start;
+    while base.checked_add(len).is_some_and(|end| end < 60000) {
+        if (base..base + len).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return Ok(base);
+        }
+        base += len;
+    }
+    bail!(
+        "no block of {len} free ports on 127.0.0.1 above {start}: stop other harness environments (`cargo run -p harness -- down`)"
+    )
+}
+
+/// Polls `check` until it returns `Ok(Some(_))`, failing after `timeout` with `what` and the last error.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = None;
+    loop {
+        match check() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if Instant::now() > deadline {
+            let why = last_err
+                .map(|e| format!(": last error: {e:#}"))
+                .unwrap_or_default();
+            bail!("timed out after {timeout:?} waiting for {what}{why}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cri_lines_have_rfc3339_nanos_stream_and_full_tag() {
+        let at: jiff::Timestamp = "2026-11-27T19:00:00.5Z".parse().unwrap();
+        assert_eq!(
+            cri_line(at, "stderr", "{\"level\":\"info\"}"),
+            "2026-11-27T19:00:00.500000000Z stderr F {\"level\":\"info\"}"
+        );
+    }
+
+    #[test]
+    fn spawned_processes_are_logged_and_stopped_by_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogFiles {
+            raw: dir.path().join("raw.log"),
+            cri: Some(dir.path().join("cri.log")),
+        };
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo hello; echo oops >&2; exec sleep 60"]);
+        let mut p = ManagedProcess::spawn("sleeper", cmd, &logs, dir.path()).unwrap();
+        let pid = p.pid();
+        assert!(belongs_to(pid, dir.path()));
+        wait_for("log lines", Duration::from_secs(5), || {
+            Ok(tail(&logs.raw, 5).contains("oops").then_some(()))
+        })
+        .unwrap();
+        p.stop(Duration::from_secs(5));
+        assert!(p.exited().is_some());
+        assert!(!dir.path().join("pids/sleeper.pid").exists());
+        let cri = fs::read_to_string(logs.cri.unwrap()).unwrap();
+        assert!(cri.lines().any(|l| l.ends_with(" stdout F hello")), "{cri}");
+    }
+
+    #[test]
+    fn stale_processes_of_this_state_dir_are_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogFiles {
+            raw: dir.path().join("raw.log"),
+            cri: None,
+        };
+        let mut cmd = Command::new("sleep");
+        cmd.arg("60");
+        let p = ManagedProcess::spawn("orphan", cmd, &logs, dir.path()).unwrap();
+        let pid = p.pid();
+        std::mem::forget(p); // as if the harness had crashed
+        assert_eq!(reap_stale(dir.path()), vec!["orphan".to_string()]);
+        wait_for("orphan gone", Duration::from_secs(5), || {
+            Ok((is_zombie(pid)).then_some(()))
+        })
+        .unwrap();
+    }
+}

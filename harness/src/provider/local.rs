@@ -1,0 +1,383 @@
+//! The `local` provider: everything as local processes on 127.0.0.1, built from upstream Go modules.
+//! Per cluster: a kwokctl `binary` control plane, the Flux CRDs, the four real controllers, and the
+//! fixtures reconciled Ready from a lighttpd + `git http-backend` server shared by both clusters.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Environment, Faults, Running};
+use crate::fixtures::{self, CLUSTERS};
+use crate::flux::{self, FluxControllers};
+use crate::gitserver::GitServer;
+use crate::kwok::{self, ClusterPorts, KwokCluster};
+use crate::process::{self, ensure_ports_free, free_port_block};
+use crate::toolchain;
+use crate::toolchain::{Tool, Toolchain};
+use crate::{apply, diagnostics};
+
+/// Ports of one environment: the git server, then one block per cluster.
+const PORTS_PER_ENV: u16 = 1 + ClusterPorts::LEN * CLUSTERS.len() as u16;
+
+/// How to start the local environment.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Everything the environment writes (cleared at start; stale processes in it are stopped first).
+    pub state_dir: PathBuf,
+    /// First port of the environment's block; `None` picks a free block at or above 33000.
+    pub port_base: Option<u16>,
+    /// Upper bound for the fixtures of one cluster to become Ready.
+    pub ready_timeout: Duration,
+}
+
+impl LocalOptions {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            port_base: None,
+            ready_timeout: Duration::from_secs(240),
+        }
+    }
+}
+
+/// Timings of one start, for docs and benchmarks.
+#[derive(Debug, Clone, Default)]
+pub struct StartReport {
+    /// The ports on 127.0.0.1 the environment owns.
+    pub ports: std::ops::Range<u16>,
+    pub toolchain: Duration,
+    pub total: Duration,
+    pub per_cluster: Vec<(String, Duration)>,
+}
+
+struct LocalCluster {
+    name: String,
+    kwok: KwokCluster,
+    flux: FluxControllers,
+}
+
+struct LocalRunning {
+    toolchain: Toolchain,
+    state_dir: PathBuf,
+    git: Mutex<Option<GitServer>>,
+    clusters: Mutex<Vec<LocalCluster>>,
+}
+
+/// Starts both clusters; on failure everything started is stopped and the error names the logs.
+pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
+    let started = Instant::now();
+    let toolchain = Toolchain::from_env()?;
+    toolchain.ensure_all()?;
+    let toolchain_time = started.elapsed();
+    for (cmd, fix) in [
+        ("git", "apt-get install -y git"),
+        ("lighttpd", "apt-get install -y lighttpd"),
+    ] {
+        if !["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(cmd).is_file())
+        {
+            toolchain::require_command(cmd, fix)?;
+        }
+    }
+
+    let state_dir = options.state_dir.clone();
+    fs::create_dir_all(&state_dir)?;
+    let stale = process::reap_stale(&state_dir);
+    if !stale.is_empty() {
+        eprintln!(
+            "harness: stopped {} processes left by an earlier run in {}: {}",
+            stale.len(),
+            state_dir.display(),
+            stale.join(", ")
+        );
+    }
+    for sub in ["clusters", "git", "pids", "kubeconfig"] {
+        let p = state_dir.join(sub);
+        if p.is_dir() {
+            fs::remove_dir_all(&p)?;
+        } else if p.exists() {
+            fs::remove_file(&p)?;
+        }
+    }
+
+    let base = match options.port_base {
+        Some(base) => {
+            let ports: Vec<u16> = (base..base + PORTS_PER_ENV).collect();
+            ensure_ports_free(
+                &ports,
+                &format!(
+                    "stop what uses it (another `harness up`? run `cargo run -p harness -- down`) or choose other ports with --port-base / HARNESS_PORT_BASE (this environment needs {PORTS_PER_ENV} ports from {base})"
+                ),
+            )?;
+            base
+        }
+        None => free_port_block(33000, PORTS_PER_ENV)?,
+    };
+
+    let running = LocalRunning {
+        toolchain: toolchain.clone(),
+        state_dir: state_dir.clone(),
+        git: Mutex::new(None),
+        clusters: Mutex::new(Vec::new()),
+    };
+    let result = (|| -> Result<(Environment, StartReport)> {
+        let (git, fixtures_repo) = GitServer::start(
+            &state_dir.join("git"),
+            &fixtures::gitops_dir(),
+            base,
+            &state_dir,
+        )?;
+        let url = fixtures_repo.url().to_string();
+        *running.git.lock().unwrap() = Some(git);
+
+        let mut per_cluster = Vec::new();
+        let results: Vec<Result<(LocalCluster, Duration)>> = std::thread::scope(|s| {
+            let handles: Vec<_> = CLUSTERS
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let ports = ClusterPorts {
+                        base: base + 1 + i as u16 * ClusterPorts::LEN,
+                    };
+                    let (toolchain, state_dir, url) = (&toolchain, &state_dir, &url);
+                    s.spawn(move || {
+                        let t = Instant::now();
+                        start_cluster(
+                            toolchain,
+                            name,
+                            ports,
+                            state_dir,
+                            url,
+                            options.ready_timeout,
+                        )
+                        .map(|c| (c, t.elapsed()))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| bail!("cluster start panicked")))
+                .collect()
+        });
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok((cluster, took)) => {
+                    per_cluster.push((cluster.name.clone(), took));
+                    running.clusters.lock().unwrap().push(cluster);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let kubeconfig = state_dir.join("kubeconfig");
+        {
+            let clusters = running.clusters.lock().unwrap();
+            let refs: Vec<&KwokCluster> = clusters.iter().map(|c| &c.kwok).collect();
+            fs::write(&kubeconfig, kwok::merged_kubeconfig(&refs, CLUSTERS[0]))?;
+        }
+        if let Some(e) = first_error {
+            let dir = diagnostics::collect(
+                &toolchain.binary(Tool::Kubernetes, "kubectl"),
+                &kubeconfig,
+                &CLUSTERS.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                &running.log_paths(),
+                "environment-start",
+            );
+            return Err(e.context(format!("diagnostics saved in {}", dir.display())));
+        }
+        let report = StartReport {
+            ports: base..base + PORTS_PER_ENV,
+            toolchain: toolchain_time,
+            total: started.elapsed(),
+            per_cluster,
+        };
+        let env = Environment {
+            kubeconfig,
+            state_dir: state_dir.clone(),
+            fixtures: fixtures_repo,
+            toolchain: toolchain.clone(),
+            running: Box::new(LocalRunning {
+                toolchain: toolchain.clone(),
+                state_dir: state_dir.clone(),
+                git: Mutex::new(running.git.lock().unwrap().take()),
+                clusters: Mutex::new(std::mem::take(&mut *running.clusters.lock().unwrap())),
+            }),
+        };
+        Ok((env, report))
+    })();
+    if result.is_err() {
+        running.stop();
+    }
+    result
+}
+
+fn start_cluster(
+    toolchain: &Toolchain,
+    name: &str,
+    ports: ClusterPorts,
+    state_dir: &Path,
+    url: &str,
+    ready_timeout: Duration,
+) -> Result<LocalCluster> {
+    let dir = state_dir.join("clusters").join(name);
+    let log_dir = dir.join("flux");
+    let kwok = KwokCluster::create(
+        toolchain,
+        name,
+        &dir.join("kwok"),
+        ports,
+        &flux::cluster_logs_config(&log_dir)?,
+        state_dir,
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = rt.block_on(apply::client_for(kwok.kubeconfig(), name))?;
+    rt.block_on(async {
+        apply::apply_yaml(&client, fixtures::KWOK_NODE)
+            .await
+            .context("creating the kwok node")?;
+        flux::install(&client, toolchain).await
+    })
+    .with_context(|| format!("installing Flux on {name}"))?;
+    let flux = FluxControllers::start(
+        toolchain,
+        name,
+        kwok.kubeconfig(),
+        ports,
+        &log_dir,
+        state_dir,
+    )?;
+    let mut cluster = LocalCluster {
+        name: name.to_string(),
+        kwok,
+        flux,
+    };
+    let ready = rt.block_on(fixtures::bootstrap(&client, name, url, ready_timeout));
+    if let Err(e) = ready {
+        cluster
+            .flux
+            .ensure_running()
+            .context("a Flux controller died")?;
+        return Err(e);
+    }
+    Ok(cluster)
+}
+
+impl LocalRunning {
+    fn with_cluster<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut LocalCluster) -> Result<T>,
+    ) -> Result<T> {
+        let mut clusters = self.clusters.lock().unwrap();
+        let cluster = clusters
+            .iter_mut()
+            .find(|c| c.name == name)
+            .with_context(|| format!("no cluster {name}"))?;
+        f(cluster)
+    }
+}
+
+impl Faults for LocalRunning {
+    fn stop_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
+        self.with_cluster(cluster, |c| {
+            c.flux.stop_one(controller);
+            Ok(())
+        })
+    }
+
+    fn start_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
+        self.with_cluster(cluster, |c| c.flux.start_one(&self.toolchain, controller))
+    }
+
+    fn stop_apiserver(&self, cluster: &str) -> Result<()> {
+        self.with_cluster(cluster, |c| {
+            let pid = c
+                .kwok
+                .component_pid("kube-apiserver")
+                .context("no kube-apiserver pid file")?;
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )?;
+            process::wait_for("kube-apiserver to exit", Duration::from_secs(30), || {
+                Ok((!Path::new(&format!("/proc/{pid}")).exists()).then_some(()))
+            })
+        })
+    }
+}
+
+impl Running for LocalRunning {
+    fn log_paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.state_dir.join("git")];
+        if let Ok(dir) = fs::read_dir(self.state_dir.join("clusters")) {
+            for entry in dir.flatten() {
+                let cluster = entry.path();
+                paths.push(cluster.join("flux"));
+                paths.push(
+                    cluster
+                        .join("kwok")
+                        .join("clusters")
+                        .join(entry.file_name())
+                        .join("logs"),
+                );
+            }
+        }
+        paths.retain(|p| p.exists());
+        paths
+    }
+
+    fn processes(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        if let Some(git) = self.git.lock().unwrap().as_ref() {
+            out.push(("git-server".to_string(), git.pid()));
+        }
+        for c in self.clusters.lock().unwrap().iter() {
+            for component in [
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kwok-controller",
+            ] {
+                if let Some(pid) = c.kwok.component_pid(component) {
+                    out.push((format!("{}-{component}", c.name), pid));
+                }
+            }
+            out.extend(c.flux.describe().into_iter().map(|(n, pid, _)| (n, pid)));
+        }
+        out
+    }
+
+    fn health(&self) -> Result<()> {
+        for c in self.clusters.lock().unwrap().iter_mut() {
+            c.kwok.ensure_running()?;
+            c.flux.ensure_running()?;
+        }
+        Ok(())
+    }
+
+    fn stop(&self) {
+        for mut c in self.clusters.lock().unwrap().drain(..) {
+            c.flux.stop();
+            c.kwok.stop();
+        }
+        if let Some(mut git) = self.git.lock().unwrap().take() {
+            git.stop();
+        }
+        process::reap_stale(&self.state_dir);
+    }
+}
+
+impl Drop for LocalRunning {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

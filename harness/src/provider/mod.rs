@@ -1,0 +1,108 @@
+//! Cluster providers: what creates the `infra` and `apps` clusters with Flux and the fixtures.
+//! Every provider hands back the same [`Environment`], so the scenarios do not care which one ran.
+
+pub mod local;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::fixtures::CLUSTERS;
+use crate::gitserver::FixturesRepo;
+use crate::task_runner::TaskRunner;
+use crate::toolchain::{Tool, Toolchain};
+
+/// Fault injection and process facts only a provider that owns the processes can offer.
+pub trait Faults: Send + Sync {
+    /// Stops one Flux controller (`helm-controller`, …) of `cluster`.
+    fn stop_controller(&self, cluster: &str, controller: Tool) -> Result<()>;
+    /// Starts it again and waits until it is healthy.
+    fn start_controller(&self, cluster: &str, controller: Tool) -> Result<()>;
+    /// Stops the kube-apiserver of `cluster` (for good: the environment is unusable for it after).
+    fn stop_apiserver(&self, cluster: &str) -> Result<()>;
+}
+
+/// What a provider started; torn down when dropped.
+pub trait Running: Faults {
+    /// Logs worth keeping when a scenario fails (files or directories).
+    fn log_paths(&self) -> Vec<PathBuf>;
+    /// `name pid` of every process the environment runs (for `harness status`).
+    fn processes(&self) -> Vec<(String, u32)>;
+    /// Fails naming the first process that died.
+    fn health(&self) -> Result<()>;
+    /// Stops everything, by pid.
+    fn stop(&self);
+}
+
+/// Two clusters with Flux and the fixtures, reachable through one kubeconfig whose contexts are
+/// `infra` and `apps`.
+pub struct Environment {
+    pub kubeconfig: PathBuf,
+    pub state_dir: PathBuf,
+    pub fixtures: FixturesRepo,
+    pub toolchain: Toolchain,
+    running: Box<dyn Running>,
+}
+
+impl Environment {
+    pub fn clusters(&self) -> Vec<String> {
+        CLUSTERS.iter().map(|c| c.to_string()).collect()
+    }
+
+    /// A kube-rs client for one cluster's context (create one per async runtime).
+    pub async fn client(&self, cluster: &str) -> Result<kube::Client> {
+        crate::apply::client_for(&self.kubeconfig, cluster).await
+    }
+
+    /// `task` in this checkout with the environment's kubeconfig and the pinned flux/kubectl first on
+    /// PATH. `HTTPS_PROXY` points at a closed local port so `flux check`'s release lookup on GitHub
+    /// fails at once instead of hanging (cluster traffic is loopback and never proxied).
+    pub fn task(&self) -> TaskRunner {
+        TaskRunner::new(
+            self.toolchain.binary(Tool::Task, "task"),
+            crate::repo_root(),
+        )
+        .env("KUBECONFIG", &self.kubeconfig)
+        .env("PATH", self.toolchain.path_env())
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+    }
+
+    pub fn faults(&self) -> &dyn Faults {
+        self.running.as_ref()
+    }
+
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        self.running.processes()
+    }
+
+    pub fn health(&self) -> Result<()> {
+        self.running.health()
+    }
+
+    /// Saves the clusters' state and every log under `target/harness-diagnostics/` and returns the path.
+    pub fn diagnostics(&self, label: &str) -> PathBuf {
+        crate::diagnostics::collect(
+            &self.toolchain.binary(Tool::Kubernetes, "kubectl"),
+            &self.kubeconfig,
+            &self.clusters(),
+            &self.running.log_paths(),
+            label,
+        )
+    }
+
+    /// Stops every process of the environment.
+    pub fn stop(&self) {
+        self.running.stop();
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+}
+
+impl Drop for Environment {
+    fn drop(&mut self) {
+        self.running.stop();
+    }
+}

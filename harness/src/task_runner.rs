@@ -1,0 +1,132 @@
+//! Runs the real `task` binary on the repository's Taskfiles through duct, exactly as an operator
+//! types `task flux:suspend APP=odoo CLUSTER=apps`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// The outcome of one `task` invocation.
+#[derive(Debug, Clone)]
+pub struct TaskOutput {
+    pub args: Vec<String>,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl TaskOutput {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// stdout and stderr together, for assertions on messages.
+    pub fn combined(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// A readable transcript for failure messages and diagnostics.
+    pub fn transcript(&self) -> String {
+        format!(
+            "$ task {}\n[exit {:?} after {:.1?}]\n--- stdout\n{}--- stderr\n{}",
+            self.args.join(" "),
+            self.code,
+            self.elapsed,
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+/// How to run `task`: which binary, in which checkout, with which environment.
+#[derive(Debug, Clone)]
+pub struct TaskRunner {
+    task_bin: PathBuf,
+    repo_root: PathBuf,
+    env: Vec<(OsString, OsString)>,
+    timeout: Duration,
+}
+
+impl TaskRunner {
+    /// `task_bin` runs the Taskfile at `repo_root` (`task --dir repo_root`).
+    pub fn new(task_bin: impl Into<PathBuf>, repo_root: impl Into<PathBuf>) -> Self {
+        Self {
+            task_bin: task_bin.into(),
+            repo_root: repo_root.into(),
+            env: vec![("NO_COLOR".into(), "1".into())],
+            timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Adds or overrides one environment variable (e.g. `KUBECONFIG`, `PATH`).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        let key = key.into();
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.into()));
+        self
+    }
+
+    /// Upper bound for one invocation; a task still running then is killed and reported.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn repo_root(&self) -> &Path {
+        &self.repo_root
+    }
+
+    /// Runs `task <args>` with no stdin (never a TTY, as in CI) and captures its output.
+    pub fn run<S: AsRef<str>>(&self, args: &[S]) -> Result<TaskOutput> {
+        self.run_with_stdin(args, None)
+    }
+
+    /// Runs `task <args>` feeding `stdin` (e.g. an answer to a prompt).
+    pub fn run_with_stdin<S: AsRef<str>>(
+        &self,
+        args: &[S],
+        stdin: Option<&str>,
+    ) -> Result<TaskOutput> {
+        let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
+        let mut full: Vec<OsString> = vec!["--dir".into(), self.repo_root.clone().into_os_string()];
+        full.extend(args.iter().map(OsString::from));
+        let mut expr = duct::cmd(&self.task_bin, &full)
+            .dir(&self.repo_root)
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked();
+        expr = match stdin {
+            Some(input) => expr.stdin_bytes(input.as_bytes().to_vec()),
+            None => expr.stdin_null(),
+        };
+        for (k, v) in &self.env {
+            expr = expr.env(k, v);
+        }
+        let started = Instant::now();
+        let handle = expr
+            .start()
+            .with_context(|| format!("starting {}", self.task_bin.display()))?;
+        loop {
+            if let Some(out) = handle.try_wait()? {
+                return Ok(TaskOutput {
+                    args,
+                    code: out.status.code(),
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    elapsed: started.elapsed(),
+                });
+            }
+            if started.elapsed() > self.timeout {
+                handle.kill()?;
+                anyhow::bail!(
+                    "`task {}` did not finish within {:?}; it was killed",
+                    args.join(" "),
+                    self.timeout
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

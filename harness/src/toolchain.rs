@@ -1,0 +1,562 @@
+//! Builds the upstream tools (Kubernetes, etcd, kwok, Flux, task) from their published Go modules.
+//!
+//! Versions live in `toolchain/versions.yaml` (the one pin file). Each tool is built through a small
+//! wrapper module generated from the upstream `go.mod`: its non-local `replace` directives are copied,
+//! and local ones whose requirement is the `v0.0.0` placeholder (Kubernetes' staging repos) point at the
+//! published staging module of the same release. Outputs land in a machine-wide cache keyed by version
+//! (`~/.cache/k8s-ops-harness/tools/<tool>-<version>/bin`), Go's own caches stay at their defaults, so a
+//! fresh clone relinks in minutes instead of recompiling Kubernetes.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The pin file, embedded so that the binary does not depend on the working directory.
+const VERSIONS_YAML: &str = include_str!("../../toolchain/versions.yaml");
+
+/// One upstream tool: where its module is and which binaries it yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tool {
+    Task,
+    Flux,
+    Kwok,
+    Etcd,
+    Kubernetes,
+    SourceController,
+    KustomizeController,
+    HelmController,
+    NotificationController,
+}
+
+impl Tool {
+    pub const ALL: [Tool; 9] = [
+        Tool::Task,
+        Tool::Flux,
+        Tool::Kwok,
+        Tool::Etcd,
+        Tool::Kubernetes,
+        Tool::SourceController,
+        Tool::KustomizeController,
+        Tool::HelmController,
+        Tool::NotificationController,
+    ];
+
+    /// The key of this tool in `toolchain/versions.yaml`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Tool::Task => "task",
+            Tool::Flux => "flux",
+            Tool::Kwok => "kwok",
+            Tool::Etcd => "etcd",
+            Tool::Kubernetes => "kubernetes",
+            Tool::SourceController => "source-controller",
+            Tool::KustomizeController => "kustomize-controller",
+            Tool::HelmController => "helm-controller",
+            Tool::NotificationController => "notification-controller",
+        }
+    }
+
+    fn module(self) -> &'static str {
+        match self {
+            Tool::Task => "github.com/go-task/task/v3",
+            Tool::Flux => "github.com/fluxcd/flux2/v2",
+            Tool::Kwok => "sigs.k8s.io/kwok",
+            Tool::Etcd => "go.etcd.io/etcd/server/v3",
+            Tool::Kubernetes => "k8s.io/kubernetes",
+            Tool::SourceController => "github.com/fluxcd/source-controller",
+            Tool::KustomizeController => "github.com/fluxcd/kustomize-controller",
+            Tool::HelmController => "github.com/fluxcd/helm-controller",
+            Tool::NotificationController => "github.com/fluxcd/notification-controller",
+        }
+    }
+
+    /// `(package below the module, binary name)` pairs.
+    fn packages(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Tool::Task => &[("cmd/task", "task")],
+            Tool::Flux => &[("cmd/flux", "flux")],
+            Tool::Kwok => &[("cmd/kwok", "kwok"), ("cmd/kwokctl", "kwokctl")],
+            Tool::Etcd => &[("", "etcd")],
+            Tool::Kubernetes => &[
+                ("cmd/kube-apiserver", "kube-apiserver"),
+                ("cmd/kube-controller-manager", "kube-controller-manager"),
+                ("cmd/kube-scheduler", "kube-scheduler"),
+                ("cmd/kubectl", "kubectl"),
+            ],
+            Tool::SourceController => &[("", "source-controller")],
+            Tool::KustomizeController => &[("", "kustomize-controller")],
+            Tool::HelmController => &[("", "helm-controller")],
+            Tool::NotificationController => &[("", "notification-controller")],
+        }
+    }
+
+    /// Version stamps: `flux check` rejects an API server whose version is not a release, and the flux
+    /// CLI and kwok report their own version from a variable set at link time.
+    fn ldflags(self, version: &str) -> String {
+        match self {
+            Tool::Kubernetes => {
+                let v = "k8s.io/component-base/version";
+                let minor = version.split('.').nth(1).unwrap_or("0");
+                format!(
+                    "-X {v}.gitVersion={version} -X {v}.gitMajor=1 -X {v}.gitMinor={minor} \
+                     -X {v}.gitTreeState=clean -X {v}.buildDate=1970-01-01T00:00:00Z"
+                )
+            }
+            Tool::Flux => format!("-X main.VERSION={}", version.trim_start_matches('v')),
+            Tool::Kwok => format!("-X sigs.k8s.io/kwok/pkg/consts.Version={version}"),
+            _ => String::new(),
+        }
+    }
+
+    /// Version of the staging modules that stand in for `v0.0.0` requirements (Kubernetes only).
+    fn staging_version(self, version: &str) -> Option<String> {
+        (self == Tool::Kubernetes).then(|| version.replacen("v1.", "v0.", 1))
+    }
+
+    /// The flux CLI embeds `cmd/flux/manifests/*.yaml`, which its module zip lacks: build it from a
+    /// writable copy of the module with a placeholder manifest (the harness never runs `flux install`).
+    fn builds_from_copy(self) -> bool {
+        self == Tool::Flux
+    }
+
+    /// Flux controllers ship their CRDs in the module (`config/crd/bases`); the harness installs them.
+    fn ships_crds(self) -> bool {
+        matches!(
+            self,
+            Tool::SourceController
+                | Tool::KustomizeController
+                | Tool::HelmController
+                | Tool::NotificationController
+        )
+    }
+
+    /// Rough cold-build time on 2 cores, shown while building.
+    fn cold_build_hint(self) -> &'static str {
+        match self {
+            Tool::Kubernetes => "15-25 min",
+            Tool::Task | Tool::Kwok | Tool::Etcd => "1-3 min",
+            _ => "3-8 min",
+        }
+    }
+}
+
+/// Pinned versions, from `toolchain/versions.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Versions(BTreeMap<String, String>);
+
+impl Versions {
+    pub fn pinned() -> Result<Self> {
+        serde_yaml::from_str(VERSIONS_YAML)
+            .context("toolchain/versions.yaml is not a map of tool: version")
+    }
+
+    pub fn get(&self, tool: Tool) -> &str {
+        self.0
+            .get(tool.key())
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("toolchain/versions.yaml has no `{}` pin", tool.key()))
+    }
+}
+
+/// The machine-wide cache of built tools.
+#[derive(Debug, Clone)]
+pub struct Toolchain {
+    root: PathBuf,
+    versions: Versions,
+}
+
+impl Toolchain {
+    /// `$HARNESS_CACHE`, else `$XDG_CACHE_HOME/k8s-ops-harness`, else `~/.cache/k8s-ops-harness`.
+    pub fn from_env() -> Result<Self> {
+        let root = match std::env::var_os("HARNESS_CACHE") {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let base = std::env::var_os("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                    .context("neither HARNESS_CACHE, XDG_CACHE_HOME nor HOME is set: set HARNESS_CACHE=/some/dir")?;
+                base.join("k8s-ops-harness")
+            }
+        };
+        Ok(Self {
+            root,
+            versions: Versions::pinned()?,
+        })
+    }
+
+    pub fn versions(&self) -> &Versions {
+        &self.versions
+    }
+
+    fn tool_dir(&self, tool: Tool) -> PathBuf {
+        self.root
+            .join("tools")
+            .join(format!("{}-{}", tool.key(), self.versions.get(tool)))
+    }
+
+    /// Directory holding the binaries of `tool` (built or not).
+    pub fn bin_dir(&self, tool: Tool) -> PathBuf {
+        self.tool_dir(tool).join("bin")
+    }
+
+    /// Path of one binary, e.g. `binary(Tool::Kubernetes, "kube-apiserver")`.
+    pub fn binary(&self, tool: Tool, name: &str) -> PathBuf {
+        self.bin_dir(tool).join(name)
+    }
+
+    /// The CRDs of a Flux controller, copied from its module next to its binary.
+    pub fn crd_dir(&self, tool: Tool) -> PathBuf {
+        self.tool_dir(tool).join("crds")
+    }
+
+    pub fn is_built(&self, tool: Tool) -> bool {
+        tool.packages()
+            .iter()
+            .all(|(_, bin)| self.binary(tool, bin).is_file())
+            && (!tool.ships_crds() || self.crd_dir(tool).is_dir())
+    }
+
+    /// `PATH` with the operator tools (task, flux, kubectl) first, as the Taskfiles expect them.
+    pub fn path_env(&self) -> std::ffi::OsString {
+        let mut dirs = vec![
+            self.bin_dir(Tool::Task),
+            self.bin_dir(Tool::Flux),
+            self.bin_dir(Tool::Kubernetes),
+        ];
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path));
+        }
+        std::env::join_paths(dirs).expect("toolchain paths contain no separator")
+    }
+
+    /// Builds every tool that is not in the cache yet.
+    pub fn ensure_all(&self) -> Result<()> {
+        self.ensure(&Tool::ALL)
+    }
+
+    /// Builds the given tools if they are not in the cache yet. Safe to call from several processes
+    /// at once: a per-tool lock file serialises the builds.
+    pub fn ensure(&self, tools: &[Tool]) -> Result<()> {
+        let missing: Vec<Tool> = tools
+            .iter()
+            .copied()
+            .filter(|t| !self.is_built(*t))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        require_command(
+            "go",
+            "install Go 1.25 or newer (https://go.dev/doc/install) and put `go` on PATH",
+        )?;
+        require_command("git", "install git (apt-get install git)")?;
+        for tool in missing {
+            self.build_locked(tool)?;
+        }
+        Ok(())
+    }
+
+    fn build_locked(&self, tool: Tool) -> Result<()> {
+        fs::create_dir_all(self.root.join("locks"))?;
+        let lock_path = self.root.join("locks").join(format!("{}.lock", tool.key()));
+        let lock_file = fs::File::create(&lock_path)?;
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        if self.is_built(tool) {
+            return Ok(()); // another process built it while we waited
+        }
+        let version = self.versions.get(tool);
+        eprintln!(
+            "toolchain: building {} {version} from its Go module (cold build ~{} on 2 cores; cached afterwards in {})",
+            tool.key(),
+            tool.cold_build_hint(),
+            self.tool_dir(tool).display()
+        );
+        let started = Instant::now();
+        self.build(tool, version)
+            .with_context(|| format!("building {} {version} failed (see the go output above); fix and rerun, the cache stays consistent", tool.key()))?;
+        eprintln!(
+            "toolchain: built {} {version} in {:.0?}",
+            tool.key(),
+            started.elapsed()
+        );
+        Ok(())
+    }
+
+    fn build(&self, tool: Tool, version: &str) -> Result<()> {
+        let work = self
+            .root
+            .join("src")
+            .join(format!("{}-{version}", tool.key()));
+        if work.exists() {
+            fs::remove_dir_all(&work).or_else(|_| {
+                duct::cmd!("chmod", "-R", "u+w", &work).run()?;
+                fs::remove_dir_all(&work)
+            })?;
+        }
+        fs::create_dir_all(&work)?;
+        let staging_bin = work.join("bin");
+        let ldflags = tool.ldflags(version);
+
+        let (build_dir, targets): (PathBuf, Vec<String>) = if tool.builds_from_copy() {
+            let module_dir = go_mod_download(tool.module(), version, "Dir")?;
+            let copy = work.join("module");
+            duct::cmd!("cp", "-r", &module_dir, &copy).run()?;
+            duct::cmd!("chmod", "-R", "u+w", &copy).run()?;
+            for (pkg, _) in tool.packages() {
+                let manifests = copy.join(pkg).join("manifests");
+                fs::create_dir_all(&manifests)?;
+                fs::write(
+                    manifests.join("placeholder.yaml"),
+                    "# not used: the harness never runs `flux install`\n",
+                )?;
+            }
+            let targets = tool
+                .packages()
+                .iter()
+                .map(|(pkg, _)| format!("./{pkg}"))
+                .collect();
+            (copy, targets)
+        } else {
+            write_wrapper_module(&work, tool, version)?;
+            let targets = tool
+                .packages()
+                .iter()
+                .map(|(pkg, _)| package_path(tool.module(), pkg))
+                .collect();
+            (work.clone(), targets)
+        };
+
+        fs::create_dir_all(&staging_bin)?;
+        for ((_, bin), target) in tool.packages().iter().zip(&targets) {
+            go(&build_dir)
+                .args(["build", "-ldflags", &ldflags, "-o"])
+                .arg(staging_bin.join(bin))
+                .arg(target)
+                .status_ok()?;
+        }
+        let dest = self.tool_dir(tool);
+        if dest.exists() {
+            fs::remove_dir_all(&dest)?;
+        }
+        fs::create_dir_all(&dest)?;
+        if tool.ships_crds() {
+            let bases = go_mod_download(tool.module(), version, "Dir")?.join("config/crd/bases");
+            fs::create_dir_all(dest.join("crds"))?;
+            for entry in
+                fs::read_dir(&bases).with_context(|| format!("{} has no CRDs", bases.display()))?
+            {
+                let entry = entry?;
+                fs::copy(entry.path(), dest.join("crds").join(entry.file_name()))?;
+            }
+        }
+        fs::rename(&staging_bin, dest.join("bin"))?;
+        Ok(())
+    }
+}
+
+fn package_path(module: &str, pkg: &str) -> String {
+    if pkg.is_empty() {
+        module.to_string()
+    } else {
+        format!("{module}/{pkg}")
+    }
+}
+
+/// Writes `go.mod` of a wrapper module that requires `tool`'s module and mirrors its replaces.
+fn write_wrapper_module(dir: &Path, tool: Tool, version: &str) -> Result<()> {
+    go(dir)
+        .args(["mod", "init", &format!("harness-tools/{}", tool.key())])
+        .quiet_ok()?;
+    let upstream_mod = go_mod_download(tool.module(), version, "GoMod")?;
+    let parsed: serde_json::Value = serde_json::from_str(
+        &go(dir)
+            .args(["mod", "edit", "-json"])
+            .arg(&upstream_mod)
+            .output_string()?,
+    )?;
+    let required: BTreeMap<&str, &str> = parsed["Require"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some((r["Path"].as_str()?, r["Version"].as_str()?)))
+        .collect();
+    for replace in parsed["Replace"].as_array().into_iter().flatten() {
+        let old = replace["Old"]["Path"].as_str().unwrap_or_default();
+        let new_path = replace["New"]["Path"].as_str().unwrap_or_default();
+        let directive = match replace["New"]["Version"].as_str() {
+            // A replace by another published module version: keep it (e.g. go-digest in source-controller).
+            Some(new_version) => Some(format!("{old}={new_path}@{new_version}")),
+            // A local directory: only placeholder requirements need a published stand-in.
+            None => match (required.get(old), tool.staging_version(version)) {
+                (Some(&"v0.0.0"), Some(staging)) => Some(format!("{old}={old}@{staging}")),
+                _ => None,
+            },
+        };
+        if let Some(directive) = directive {
+            go(dir)
+                .args(["mod", "edit", &format!("-replace={directive}")])
+                .quiet_ok()?;
+        }
+    }
+    for (pkg, _) in tool.packages() {
+        // `@version` pins the module: a bare `go get -tool` would upgrade it and its dependencies.
+        go(dir)
+            .args([
+                "get",
+                "-tool",
+                &format!("{}@{version}", package_path(tool.module(), pkg)),
+            ])
+            .quiet_ok()?;
+    }
+    Ok(())
+}
+
+/// `go mod download -json module@version` and one field of its answer (`Dir` or `GoMod`).
+fn go_mod_download(module: &str, version: &str, field: &str) -> Result<PathBuf> {
+    let out = go(Path::new("/"))
+        .args(["mod", "download", "-json", &format!("{module}@{version}")])
+        .output_string_any()?;
+    let json: serde_json::Value =
+        serde_json::from_str(&out).with_context(|| format!("go mod download answered: {out}"))?;
+    if let Some(err) = json["Error"].as_str() {
+        bail!(
+            "the Go module proxy does not serve {module}@{version}: {err}; pin a served version in toolchain/versions.yaml"
+        );
+    }
+    json[field]
+        .as_str()
+        .map(PathBuf::from)
+        .with_context(|| format!("go mod download gave no {field} for {module}@{version}"))
+}
+
+/// A `go` invocation in `dir`, with CGO off (static binaries) and Go's caches at their defaults.
+fn go(dir: &Path) -> GoCmd {
+    GoCmd {
+        dir: dir.to_path_buf(),
+        args: Vec::new(),
+    }
+}
+
+struct GoCmd {
+    dir: PathBuf,
+    args: Vec<std::ffi::OsString>,
+}
+
+impl GoCmd {
+    fn args<I: IntoIterator<Item = S>, S: Into<std::ffi::OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    fn arg(mut self, arg: impl Into<std::ffi::OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    fn expr(&self) -> duct::Expression {
+        duct::cmd("go", &self.args)
+            .dir(&self.dir)
+            .env("CGO_ENABLED", "0")
+            .env("GOFLAGS", "-buildvcs=false")
+            .env("GOTOOLCHAIN", "local")
+    }
+
+    /// Runs with go's output shown (progress), failing on a non-zero exit.
+    fn status_ok(self) -> Result<()> {
+        let shown = self
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.expr()
+            .stdout_to_stderr()
+            .run()
+            .with_context(|| format!("`go {shown}` failed in {}", self.dir.display()))?;
+        Ok(())
+    }
+
+    /// Runs quietly (module resolution chatter), showing go's output only when it fails.
+    fn quiet_ok(self) -> Result<()> {
+        let shown = self
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let out = self
+            .expr()
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()?;
+        if !out.status.success() {
+            bail!(
+                "`go {shown}` failed in {}:\n{}",
+                self.dir.display(),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        Ok(())
+    }
+
+    fn output_string(self) -> Result<String> {
+        Ok(self.expr().read()?)
+    }
+
+    /// stdout even when go exits non-zero (`go mod download -json` reports errors in its JSON).
+    fn output_string_any(self) -> Result<String> {
+        let out = self.expr().stdout_capture().unchecked().run()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// Fails with one line naming the fix when `name` is not on PATH.
+pub fn require_command(name: &str, fix: &str) -> Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    if !found {
+        bail!("`{name}` is not on PATH: {fix}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_is_pinned() {
+        let versions = Versions::pinned().unwrap();
+        for tool in Tool::ALL {
+            assert!(
+                versions.get(tool).starts_with('v'),
+                "{} pin must be a module version",
+                tool.key()
+            );
+        }
+    }
+
+    #[test]
+    fn kubernetes_stamps_its_release_and_maps_staging_modules() {
+        assert!(
+            Tool::Kubernetes
+                .ldflags("v1.35.4")
+                .contains("gitVersion=v1.35.4")
+        );
+        assert!(Tool::Kubernetes.ldflags("v1.35.4").contains("gitMinor=35"));
+        assert_eq!(
+            Tool::Kubernetes.staging_version("v1.35.4").as_deref(),
+            Some("v0.35.4")
+        );
+        assert_eq!(Tool::Etcd.staging_version("v3.6.16"), None);
+        assert_eq!(Tool::Flux.ldflags("v2.7.5"), "-X main.VERSION=2.7.5");
+    }
+}

@@ -1,0 +1,103 @@
+//! Support for the scenarios: one environment per test binary, shared by its scenarios and stopped
+//! when the binary exits; scenario bodies that save diagnostics when they fail.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use harness::provider::Environment;
+use harness::provider::local::{self, LocalOptions};
+
+static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+
+/// The environment of this test binary, started on first use (state in `target/harness/<binary>`,
+/// so a run killed half-way has its leftovers stopped by the next). A failed start fails every
+/// scenario with the reason: nothing is skipped.
+pub fn env() -> &'static Environment {
+    let started = ENV.get_or_init(|| {
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|p| {
+                p.file_stem().map(|s| {
+                    s.to_string_lossy()
+                        .split('-')
+                        .next()
+                        .unwrap_or("scenarios")
+                        .to_string()
+                })
+            })
+            .unwrap_or_else(|| "scenarios".into());
+        let options = LocalOptions::new(
+            harness::repo_root()
+                .join("target")
+                .join("harness")
+                .join(binary),
+        );
+        // Started on its own thread: it runs its own async runtimes, and tests call this from theirs.
+        std::thread::spawn(move || local::start(&options))
+            .join()
+            .map_err(|_| "environment start panicked".to_string())
+            .and_then(|r| {
+                r.map(|(env, report)| {
+                    eprintln!(
+                        "scenarios: environment ready in {:.0?} (toolchain {:.0?})",
+                        report.total, report.toolchain
+                    );
+                    env
+                })
+                .map_err(|e| format!("{e:#}"))
+            })
+    });
+    match started {
+        Ok(env) => env,
+        Err(e) => panic!("the local environment did not start: {e}"),
+    }
+}
+
+#[dtor::dtor(unsafe)]
+fn stop_environment_at_exit() {
+    if let Some(Ok(env)) = ENV.get() {
+        env.stop();
+    }
+}
+
+/// Runs a scenario body; on error saves the environment's diagnostics and panics with their path.
+pub async fn scenario<F, Fut>(name: &str, body: F)
+where
+    F: FnOnce(&'static Environment) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let env = env();
+    if let Err(e) = body(env).await {
+        let dir = env.diagnostics(name);
+        panic!(
+            "scenario {name} failed: {e:#}\ndiagnostics: {}",
+            dir.display()
+        );
+    }
+}
+
+/// Default bound for a Flux object to reach the state a task asked for.
+pub const SETTLE: Duration = Duration::from_secs(120);
+
+/// Asserts a task succeeded, with its transcript otherwise.
+pub fn ok(out: &harness::task_runner::TaskOutput) -> anyhow::Result<()> {
+    anyhow::ensure!(out.success(), "task failed:\n{}", out.transcript());
+    Ok(())
+}
+
+/// Serialises scenarios that change the same fixture (e.g. `apps/odoo`), so that scenarios on
+/// different apps still run in parallel.
+pub async fn exclusive(key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    static LOCKS: OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    > = OnceLock::new();
+    let lock = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(key.to_string())
+        .or_default()
+        .clone();
+    lock.lock_owned().await
+}

@@ -1,0 +1,234 @@
+//! Story 3.1's acceptance criteria on real Flux: `task flux:suspend APP=… CLUSTER=…` suspends the
+//! app's HelmRelease (and its Kustomization) where it lives, `task flux:resume` undoes it, and
+//! `task flux:reconcile` makes the controllers handle a new reconcile request now.
+
+use harness::assertions::{
+    self, flux_fingerprint, is_ready, is_suspended, last_handled_reconcile_at, requested_at,
+};
+use harness::fixtures::Kind;
+use rstest::rstest;
+use scenarios::{SETTLE, exclusive, ok, scenario};
+
+/// A fixture app: its cluster, its Kustomization (in flux-system) and its HelmRelease, if any.
+#[derive(Debug, Clone, Copy)]
+struct App {
+    cluster: &'static str,
+    name: &'static str,
+    helm_release_ns: Option<&'static str>,
+}
+
+const ODOO: App = App {
+    cluster: "apps",
+    name: "odoo",
+    helm_release_ns: Some("business"),
+};
+const GATUS: App = App {
+    cluster: "infra",
+    name: "gatus",
+    helm_release_ns: Some("observability"),
+};
+const ECHO_ONLY_KUSTOMIZATION: App = App {
+    cluster: "infra",
+    name: "echo",
+    helm_release_ns: None,
+};
+const WHOAMI_CHART_REF: App = App {
+    cluster: "apps",
+    name: "whoami",
+    helm_release_ns: Some("business"),
+};
+
+impl App {
+    fn other_cluster(&self) -> &'static str {
+        if self.cluster == "apps" {
+            "infra"
+        } else {
+            "apps"
+        }
+    }
+
+    /// `(kind, namespace)` of every Flux object named after the app.
+    fn objects(&self) -> Vec<(Kind, &'static str)> {
+        let mut objects = vec![(Kind::Kustomization, "flux-system")];
+        objects.extend(self.helm_release_ns.map(|ns| (Kind::HelmRelease, ns)));
+        objects
+    }
+}
+
+/// AC3: suspend acts on the app's HelmRelease in its own namespace (and its Kustomization), nothing
+/// on the other cluster changes; resume brings it back to Ready.
+#[rstest]
+#[case::ac3_odoo_on_apps(ODOO)]
+#[case::gatus_on_infra(GATUS)]
+#[case::kustomization_only_app(ECHO_ONLY_KUSTOMIZATION)]
+#[case::chart_ref_helm_release(WHOAMI_CHART_REF)]
+#[tokio::test]
+async fn suspend_then_resume(#[case] app: App) {
+    scenario(
+        &format!("suspend-resume-{}-{}", app.cluster, app.name),
+        |env| async move {
+            let _guard = exclusive(&format!("{}/{}", app.cluster, app.name)).await;
+            let client = env.client(app.cluster).await?;
+            let other = env.client(app.other_cluster()).await?;
+            let other_before = flux_fingerprint(&other).await?;
+
+            let out = env.task().run(&[
+                "flux:suspend",
+                &format!("APP={}", app.name),
+                &format!("CLUSTER={}", app.cluster),
+            ])?;
+            ok(&out)?;
+            for (kind, ns) in app.objects() {
+                let obj = assertions::get(&client, &kind.resource(), ns, app.name).await?;
+                anyhow::ensure!(
+                    is_suspended(&obj),
+                    "{kind:?} {ns}/{} not suspended after:\n{}",
+                    app.name,
+                    out.transcript()
+                );
+            }
+            anyhow::ensure!(
+                flux_fingerprint(&other).await? == other_before,
+                "suspend on {} changed Flux objects on {}",
+                app.cluster,
+                app.other_cluster()
+            );
+
+            let out = env.task().run(&[
+                "flux:resume",
+                &format!("APP={}", app.name),
+                &format!("CLUSTER={}", app.cluster),
+            ])?;
+            ok(&out)?;
+            for (kind, ns) in app.objects() {
+                let obj =
+                    assertions::wait_ready(&client, &kind.resource(), ns, app.name, SETTLE).await?;
+                anyhow::ensure!(
+                    !is_suspended(&obj),
+                    "{kind:?} {ns}/{} still suspended after resume",
+                    app.name
+                );
+            }
+            anyhow::ensure!(
+                flux_fingerprint(&other).await? == other_before,
+                "resume on {} changed Flux objects on {}",
+                app.cluster,
+                app.other_cluster()
+            );
+            Ok(())
+        },
+    )
+    .await;
+}
+
+/// AC4: reconcile sets a new `reconcile.fluxcd.io/requestedAt` token on the app's objects and the
+/// controllers handle exactly that token (`status.lastHandledReconcileAt`) before the task returns.
+#[rstest]
+#[case::ac4_odoo_on_apps(ODOO)]
+#[case::gatus_on_infra(GATUS)]
+#[case::kustomization_only_app(ECHO_ONLY_KUSTOMIZATION)]
+#[case::chart_ref_helm_release(WHOAMI_CHART_REF)]
+#[tokio::test]
+async fn reconcile_is_handled_now(#[case] app: App) {
+    scenario(&format!("reconcile-{}-{}", app.cluster, app.name), |env| async move {
+        let _guard = exclusive(&format!("{}/{}", app.cluster, app.name)).await;
+        let client = env.client(app.cluster).await?;
+        let mut before = Vec::new();
+        for (kind, ns) in app.objects() {
+            let obj = assertions::get(&client, &kind.resource(), ns, app.name).await?;
+            before.push(last_handled_reconcile_at(&obj));
+        }
+
+        let out = env.task().run(&["flux:reconcile", &format!("APP={}", app.name), &format!("CLUSTER={}", app.cluster)])?;
+        ok(&out)?;
+        for ((kind, ns), previous) in app.objects().into_iter().zip(before) {
+            let obj = assertions::get(&client, &kind.resource(), ns, app.name).await?;
+            let token = requested_at(&obj);
+            anyhow::ensure!(token.is_some() && token != previous, "{kind:?} {ns}/{}: no new reconcile request ({token:?})", app.name);
+            anyhow::ensure!(
+                last_handled_reconcile_at(&obj) == token,
+                "{kind:?} {ns}/{}: controller had not handled request {token:?} when the task returned ({:?})\n{}",
+                app.name,
+                last_handled_reconcile_at(&obj),
+                out.transcript()
+            );
+            anyhow::ensure!(is_ready(&obj), "{kind:?} {ns}/{} not Ready after reconcile: {}", app.name, assertions::describe(&obj));
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// AC4, the operator's reason for it: a commit pushed to Git is applied by `task flux:reconcile`
+/// at once, without waiting for the 1h source interval.
+#[tokio::test]
+async fn reconcile_applies_a_new_commit_without_waiting_for_the_interval() {
+    scenario("reconcile-new-commit-odoo", |env| async move {
+        let _guard = exclusive("apps/odoo").await;
+        let client = env.client("apps").await?;
+        let path = "kubernetes/apps/business/odoo/app/helmrelease.yaml";
+        let current = std::fs::read_to_string(env.fixtures.work_dir().join(path))?;
+        let workers = format!("workers: {}", 3 + (std::process::id() % 90));
+        let changed = current
+            .lines()
+            .map(|l| {
+                if l.trim_start().starts_with("workers:") {
+                    format!("      {workers}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+        anyhow::ensure!(
+            changed != current,
+            "the odoo fixture has no `workers:` value to change"
+        );
+        let commit = env
+            .fixtures
+            .commit_file(path, &changed, "test: change odoo workers")?;
+
+        let out = env
+            .task()
+            .run(&["flux:reconcile", "APP=odoo", "CLUSTER=apps"])?;
+        ok(&out)?;
+        let repo = assertions::get(
+            &client,
+            &harness::flux::gitrepositories(),
+            "flux-system",
+            "flux-system",
+        )
+        .await?;
+        let revision = repo.data["status"]["artifact"]["revision"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        anyhow::ensure!(
+            revision.ends_with(&commit),
+            "GitRepository still at {revision}, expected commit {commit}"
+        );
+        let hr =
+            assertions::get(&client, &Kind::HelmRelease.resource(), "business", "odoo").await?;
+        let applied = hr.data["spec"]["values"]["config"]["workers"].to_string();
+        anyhow::ensure!(
+            workers.ends_with(&applied),
+            "HelmRelease values not updated: workers={applied}, want {workers}"
+        );
+        let cm: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+            kube::Api::namespaced(client.clone(), "business");
+        let conf = cm
+            .get("odoo-config")
+            .await?
+            .data
+            .unwrap_or_default()
+            .remove("odoo.conf")
+            .unwrap_or_default();
+        anyhow::ensure!(
+            conf.contains(&workers.replace(": ", " = ")),
+            "release not upgraded, odoo.conf:\n{conf}"
+        );
+        Ok(())
+    })
+    .await;
+}

@@ -1,0 +1,78 @@
+//! The environment's own contract: it starts, it is torn down by pid leaving nothing bound, and
+//! bad conditions (a taken port) fail at once with one line naming the fix and nothing started.
+
+use std::net::TcpListener;
+use std::path::Path;
+
+use harness::provider::local::{self, LocalOptions};
+
+fn state_dir(name: &str) -> std::path::PathBuf {
+    harness::repo_root()
+        .join("target")
+        .join("harness")
+        .join(name)
+}
+
+#[test]
+fn teardown_stops_every_process_and_frees_every_port() {
+    let (env, report) =
+        local::start(&LocalOptions::new(state_dir("lifecycle"))).expect("environment starts");
+    let processes = env.processes();
+    // git server + per cluster: etcd, apiserver, controller-manager, scheduler, kwok, 4 Flux controllers
+    assert_eq!(
+        processes.len(),
+        1 + 2 * 9,
+        "unexpected process set: {processes:?}"
+    );
+    env.health().expect("every process is running");
+    drop(env);
+    for (name, pid) in processes {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|s| s.trim_start().starts_with('Z'));
+        assert!(
+            stat.is_empty() || zombie,
+            "{name} (pid {pid}) still running after teardown"
+        );
+    }
+    for port in report.ports.clone() {
+        assert!(
+            TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} still bound after teardown"
+        );
+    }
+}
+
+#[test]
+fn a_taken_port_fails_fast_naming_the_port_and_the_fix() {
+    let blocker = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = blocker.local_addr().unwrap().port();
+    let dir = state_dir("taken-port");
+    let options = LocalOptions {
+        port_base: Some(port),
+        ..LocalOptions::new(&dir)
+    };
+    let err = match local::start(&options) {
+        Ok(_) => panic!("started although 127.0.0.1:{port} is taken"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains(&format!("port 127.0.0.1:{port} is already in use")),
+        "{err}"
+    );
+    assert!(
+        err.contains("HARNESS_PORT_BASE"),
+        "the error names no fix: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(
+        !Path::new(&dir.join("pids")).exists()
+            || std::fs::read_dir(dir.join("pids"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "something was started"
+    );
+}
