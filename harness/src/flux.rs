@@ -248,6 +248,7 @@ fn controller_command(
     }
     if controller == Tool::SourceController {
         let storage = dir.join("source-controller-storage");
+        let _ = fs::create_dir_all(&storage);
         cmd.arg(format!("--storage-path={}", storage.display()))
             .arg(format!("--storage-addr=127.0.0.1:{}", storage_port(ports)))
             .arg(format!(

@@ -311,25 +311,16 @@ pub fn free_port_block(start: u16, len: u16) -> Result<u16> {
     )
 }
 
-/// Polls `check` until it returns `Ok(Some(_))`, failing after `timeout` with `what` and the last error.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
+/// Polls `check` until it returns `Ok(Some(_))`; `Ok(None)` means "not yet", an error ends the
+/// wait at once (e.g. the process being waited for has died). Fails after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
     let deadline = Instant::now() + timeout;
-    let mut last_err = None;
     loop {
-        match check() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last_err = Some(e),
+        if let Some(v) = check()? {
+            return Ok(v);
         }
         if Instant::now() > deadline {
-            let why = last_err
-                .map(|e| format!(": last error: {e:#}"))
-                .unwrap_or_default();
-            bail!("timed out after {timeout:?} waiting for {what}{why}");
+            bail!("timed out after {timeout:?} waiting for {what}");
         }
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -124,7 +124,7 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
         git: Mutex::new(None),
         clusters: Mutex::new(Vec::new()),
     };
-    let result = (|| -> Result<(Environment, StartReport)> {
+    let result = (|| -> Result<(PathBuf, crate::gitserver::FixturesRepo, StartReport)> {
         let (git, fixtures_repo) = GitServer::start(
             &state_dir.join("git"),
             &fixtures::gitops_dir(),
@@ -197,24 +197,18 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
             total: started.elapsed(),
             per_cluster,
         };
-        let env = Environment {
-            kubeconfig,
-            state_dir: state_dir.clone(),
-            fixtures: fixtures_repo,
-            toolchain: toolchain.clone(),
-            running: Box::new(LocalRunning {
-                toolchain: toolchain.clone(),
-                state_dir: state_dir.clone(),
-                git: Mutex::new(running.git.lock().unwrap().take()),
-                clusters: Mutex::new(std::mem::take(&mut *running.clusters.lock().unwrap())),
-            }),
-        };
-        Ok((env, report))
+        Ok((kubeconfig, fixtures_repo, report))
     })();
-    if result.is_err() {
-        running.stop();
-    }
-    result
+    // On error `running` is dropped here, which stops whatever was started.
+    let (kubeconfig, fixtures, report) = result?;
+    let env = Environment {
+        kubeconfig,
+        state_dir,
+        fixtures,
+        toolchain,
+        running: Box::new(running),
+    };
+    Ok((env, report))
 }
 
 fn start_cluster(
