@@ -147,8 +147,16 @@ pub async fn wait_ready(
 }
 
 /// `Kind/namespace/name -> resourceVersion` of every Kustomization, HelmRelease, GitRepository and
-/// HelmChart: equal fingerprints before and after a command prove it wrote nothing to Flux objects.
-pub async fn flux_fingerprint(client: &Client) -> Result<BTreeMap<String, String>> {
+/// HelmChart (only those called `name`, when given): equal fingerprints before and after a command
+/// prove it wrote nothing to those Flux objects.
+pub async fn flux_fingerprint(
+    client: &Client,
+    name: Option<&str>,
+) -> Result<BTreeMap<String, String>> {
+    let params = match name {
+        Some(name) => ListParams::default().fields(&format!("metadata.name={name}")),
+        None => ListParams::default(),
+    };
     let mut out = BTreeMap::new();
     for resource in [
         flux::kustomizations(),
@@ -157,7 +165,7 @@ pub async fn flux_fingerprint(client: &Client) -> Result<BTreeMap<String, String
         flux::helmcharts(),
     ] {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        for obj in api.list(&ListParams::default()).await? {
+        for obj in api.list(&params).await? {
             out.insert(
                 format!(
                     "{}/{}/{}",

@@ -207,7 +207,9 @@ fn pid_files(dir: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "pid") {
+            } else if path.extension().is_some_and(|e| e == "pid")
+                && d.file_name().is_some_and(|n| n == "pids")
+            {
                 found.push(path);
             }
         }
@@ -313,7 +315,11 @@ pub fn free_port_block(start: u16, len: u16) -> Result<u16> {
 
 /// Polls `check` until it returns `Ok(Some(_))`; `Ok(None)` means "not yet", an error ends the
 /// wait at once (e.g. the process being waited for has died). Fails after `timeout` naming `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check()? {
@@ -350,11 +356,14 @@ mod tests {
         cmd.args(["-c", "echo hello; echo oops >&2; exec sleep 60"]);
         let mut p = ManagedProcess::spawn("sleeper", cmd, &logs, dir.path()).unwrap();
         let pid = p.pid();
-        assert!(belongs_to(pid, dir.path()));
         wait_for("log lines", Duration::from_secs(5), || {
             Ok(tail(&logs.raw, 5).contains("oops").then_some(()))
         })
         .unwrap();
+        assert!(
+            belongs_to(pid, dir.path()),
+            "the process carries no state marker"
+        );
         p.stop(Duration::from_secs(5));
         assert!(p.exited().is_some());
         assert!(!dir.path().join("pids/sleeper.pid").exists());

@@ -86,6 +86,19 @@ pub fn ok(out: &harness::task_runner::TaskOutput) -> anyhow::Result<()> {
     Ok(())
 }
 
+static WRITERS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held by every scenario that changes cluster state: many at once.
+pub async fn writing() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    WRITERS.read().await
+}
+
+/// Held by a scenario that proves a command changed nothing anywhere: no other scenario writes
+/// while it runs.
+pub async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    WRITERS.write().await
+}
+
 /// Serialises scenarios that change the same fixture (e.g. `apps/odoo`), so that scenarios on
 /// different apps still run in parallel.
 pub async fn exclusive(key: &str) -> tokio::sync::OwnedMutexGuard<()> {

@@ -7,7 +7,7 @@ use harness::assertions::{
 };
 use harness::fixtures::Kind;
 use rstest::rstest;
-use scenarios::{SETTLE, exclusive, ok, scenario};
+use scenarios::{SETTLE, exclusive, ok, scenario, writing};
 
 /// A fixture app: its cluster, its Kustomization (in flux-system) and its HelmRelease, if any.
 #[derive(Debug, Clone, Copy)]
@@ -67,10 +67,12 @@ async fn suspend_then_resume(#[case] app: App) {
     scenario(
         &format!("suspend-resume-{}-{}", app.cluster, app.name),
         |env| async move {
-            let _guard = exclusive(&format!("{}/{}", app.cluster, app.name)).await;
+            let _writing = writing().await;
+            let _app = exclusive(app.name).await;
             let client = env.client(app.cluster).await?;
             let other = env.client(app.other_cluster()).await?;
-            let other_before = flux_fingerprint(&other).await?;
+            // Objects with the app's name on the other cluster (echo exists on both) must not change.
+            let other_before = flux_fingerprint(&other, Some(app.name)).await?;
 
             let out = env.task().run(&[
                 "flux:suspend",
@@ -88,7 +90,7 @@ async fn suspend_then_resume(#[case] app: App) {
                 );
             }
             anyhow::ensure!(
-                flux_fingerprint(&other).await? == other_before,
+                flux_fingerprint(&other, Some(app.name)).await? == other_before,
                 "suspend on {} changed Flux objects on {}",
                 app.cluster,
                 app.other_cluster()
@@ -110,7 +112,7 @@ async fn suspend_then_resume(#[case] app: App) {
                 );
             }
             anyhow::ensure!(
-                flux_fingerprint(&other).await? == other_before,
+                flux_fingerprint(&other, Some(app.name)).await? == other_before,
                 "resume on {} changed Flux objects on {}",
                 app.cluster,
                 app.other_cluster()
@@ -131,7 +133,8 @@ async fn suspend_then_resume(#[case] app: App) {
 #[tokio::test]
 async fn reconcile_is_handled_now(#[case] app: App) {
     scenario(&format!("reconcile-{}-{}", app.cluster, app.name), |env| async move {
-        let _guard = exclusive(&format!("{}/{}", app.cluster, app.name)).await;
+        let _writing = writing().await;
+        let _app = exclusive(app.name).await;
         let client = env.client(app.cluster).await?;
         let mut before = Vec::new();
         for (kind, ns) in app.objects() {
@@ -164,7 +167,8 @@ async fn reconcile_is_handled_now(#[case] app: App) {
 #[tokio::test]
 async fn reconcile_applies_a_new_commit_without_waiting_for_the_interval() {
     scenario("reconcile-new-commit-odoo", |env| async move {
-        let _guard = exclusive("apps/odoo").await;
+        let _writing = writing().await;
+        let _app = exclusive("odoo").await;
         let client = env.client("apps").await?;
         let path = "kubernetes/apps/business/odoo/app/helmrelease.yaml";
         let current = std::fs::read_to_string(env.fixtures.work_dir().join(path))?;
