@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod assertions;
+pub mod bench;
 pub mod diagnostics;
 pub mod fixtures;
 pub mod flux;

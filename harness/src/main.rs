@@ -42,6 +42,24 @@ enum Command {
     Status,
     /// Build every pinned tool into the machine-wide cache and print where they are.
     Toolchain,
+    /// Time the environment and the tasks side by side; writes docs/benchmarks.md.
+    Bench {
+        /// Environment starts to time.
+        #[arg(long, default_value_t = 3)]
+        env_starts: usize,
+        /// Repetitions of each command.
+        #[arg(long, default_value_t = 7)]
+        reps: usize,
+        /// Extra HelmReleases/Kustomizations for the APP-resolution scale test.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        scale: Vec<usize>,
+        /// Skip timing the scenario suite (serial vs parallel `cargo test`).
+        #[arg(long)]
+        no_suite: bool,
+        /// Where the markdown report goes.
+        #[arg(long, default_value_os_t = harness::bench::default_output())]
+        output: PathBuf,
+    },
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -60,6 +78,21 @@ fn main() {
         Command::Down => down(&cli.state_dir),
         Command::Status => status(&cli.state_dir),
         Command::Toolchain => toolchain(),
+        Command::Bench {
+            env_starts,
+            reps,
+            scale,
+            no_suite,
+            output,
+        } => harness::bench::run(&harness::bench::BenchOptions {
+            env_starts,
+            reps,
+            scale,
+            suite: !no_suite,
+            state_dir: harness::bench::default_state_dir(),
+            output,
+        })
+        .map(|md| println!("{md}")),
     };
     if let Err(e) = result {
         eprintln!("harness: error: {e:#}");

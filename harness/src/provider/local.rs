@@ -51,6 +51,17 @@ pub struct StartReport {
     pub toolchain: Duration,
     pub total: Duration,
     pub per_cluster: Vec<(String, Duration)>,
+    /// Per cluster: control plane up, Flux installed and healthy, fixtures Ready (each from the
+    /// end of the previous phase).
+    pub phases: Vec<(String, Phases)>,
+}
+
+/// Durations of the phases of one cluster's start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    pub control_plane: Duration,
+    pub flux: Duration,
+    pub fixtures: Duration,
 }
 
 struct LocalCluster {
@@ -135,7 +146,8 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
         *running.git.lock().unwrap() = Some(git);
 
         let mut per_cluster = Vec::new();
-        let results: Vec<Result<(LocalCluster, Duration)>> = std::thread::scope(|s| {
+        let mut phases = Vec::new();
+        let results: Vec<Result<((LocalCluster, Phases), Duration)>> = std::thread::scope(|s| {
             let handles: Vec<_> = CLUSTERS
                 .iter()
                 .enumerate()
@@ -166,8 +178,9 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
         let mut first_error = None;
         for r in results {
             match r {
-                Ok((cluster, took)) => {
+                Ok(((cluster, cluster_phases), took)) => {
                     per_cluster.push((cluster.name.clone(), took));
+                    phases.push((cluster.name.clone(), cluster_phases));
                     running.clusters.lock().unwrap().push(cluster);
                 }
                 Err(e) => {
@@ -196,6 +209,7 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
             toolchain: toolchain_time,
             total: started.elapsed(),
             per_cluster,
+            phases,
         };
         Ok((kubeconfig, fixtures_repo, report))
     })();
@@ -218,7 +232,9 @@ fn start_cluster(
     state_dir: &Path,
     url: &str,
     ready_timeout: Duration,
-) -> Result<LocalCluster> {
+) -> Result<(LocalCluster, Phases)> {
+    let t = Instant::now();
+    let mut phases = Phases::default();
     let dir = state_dir.join("clusters").join(name);
     let log_dir = dir.join("flux");
     let kwok = KwokCluster::create(
@@ -229,6 +245,7 @@ fn start_cluster(
         &flux::cluster_logs_config(&log_dir)?,
         state_dir,
     )?;
+    phases.control_plane = t.elapsed();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -248,6 +265,7 @@ fn start_cluster(
         &log_dir,
         state_dir,
     )?;
+    phases.flux = t.elapsed() - phases.control_plane;
     let mut cluster = LocalCluster {
         name: name.to_string(),
         kwok,
@@ -261,7 +279,8 @@ fn start_cluster(
             .context("a Flux controller died")?;
         return Err(e);
     }
-    Ok(cluster)
+    phases.fixtures = t.elapsed() - phases.control_plane - phases.flux;
+    Ok((cluster, phases))
 }
 
 impl LocalRunning {

@@ -1,0 +1,501 @@
+//! `harness bench`: side-by-side timings in one run (ratios matter, not absolute times), written as
+//! a markdown table to `docs/benchmarks.md`. Never used as an assertion in a test.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+
+use crate::provider::local::{self, LocalOptions};
+use crate::task_runner::TaskRunner;
+use crate::toolchain::{Tool, Toolchain};
+
+/// Repeated timings of one command.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub label: String,
+    pub runs: Vec<Duration>,
+}
+
+impl Sample {
+    pub fn median(&self) -> Duration {
+        let mut v = self.runs.clone();
+        v.sort();
+        v[v.len() / 2]
+    }
+
+    fn min(&self) -> Duration {
+        *self.runs.iter().min().expect("at least one run")
+    }
+
+    fn max(&self) -> Duration {
+        *self.runs.iter().max().expect("at least one run")
+    }
+
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.3} | {:.3} – {:.3} |",
+            self.label,
+            self.runs.len(),
+            self.median().as_secs_f64(),
+            self.min().as_secs_f64(),
+            self.max().as_secs_f64()
+        )
+    }
+}
+
+/// Times `n` runs of `timed`, each preceded by an untimed `setup`.
+fn sample(
+    label: &str,
+    n: usize,
+    mut setup: impl FnMut() -> Result<()>,
+    mut timed: impl FnMut() -> Result<()>,
+) -> Result<Sample> {
+    let mut runs = Vec::with_capacity(n);
+    for _ in 0..n {
+        setup()?;
+        let t = Instant::now();
+        timed()?;
+        runs.push(t.elapsed());
+    }
+    eprintln!(
+        "bench: {label}: median {:.3}s",
+        Sample {
+            label: label.into(),
+            runs: runs.clone()
+        }
+        .median()
+        .as_secs_f64()
+    );
+    Ok(Sample {
+        label: label.to_string(),
+        runs,
+    })
+}
+
+fn ratio(a: &Sample, b: &Sample) -> f64 {
+    a.median().as_secs_f64() / b.median().as_secs_f64()
+}
+
+fn verdict(value: f64, goal: f64) -> String {
+    if value <= goal {
+        format!("{value:.2}× (goal ≤ {goal}×: met)")
+    } else {
+        format!("{value:.2}× (goal ≤ {goal}×: **missed**)")
+    }
+}
+
+/// Options of a benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Environment starts to time.
+    pub env_starts: usize,
+    /// Repetitions of each command.
+    pub reps: usize,
+    /// Extra HelmRelease/Kustomization counts for the APP-resolution scale test.
+    pub scale: Vec<usize>,
+    /// Also time the scenario suite serial vs parallel (runs `cargo test`).
+    pub suite: bool,
+    pub state_dir: PathBuf,
+    pub output: PathBuf,
+}
+
+/// Runs every benchmark and writes the markdown report; returns it.
+pub fn run(options: &BenchOptions) -> Result<String> {
+    let toolchain = Toolchain::from_env()?;
+    toolchain.ensure_all()?;
+    let mut md = header(&toolchain)?;
+
+    // 1. environment start, phases, memory, teardown
+    let mut totals = Vec::new();
+    let mut teardowns = Vec::new();
+    let mut phase_rows = String::new();
+    let mut rss = 0;
+    let mut env = None;
+    for i in 0..options.env_starts {
+        let (started, report) = local::start(&LocalOptions::new(&options.state_dir))?;
+        totals.push(report.total);
+        for (cluster, p) in &report.phases {
+            let _ = writeln!(
+                phase_rows,
+                "| {} | {cluster} | {:.1} | {:.1} | {:.1} |",
+                i + 1,
+                p.control_plane.as_secs_f64(),
+                p.flux.as_secs_f64(),
+                p.fixtures.as_secs_f64()
+            );
+        }
+        rss = started
+            .processes()
+            .iter()
+            .map(|(_, pid)| rss_kib(*pid))
+            .sum::<u64>();
+        if i + 1 < options.env_starts {
+            let t = Instant::now();
+            drop(started);
+            teardowns.push(t.elapsed());
+        } else {
+            env = Some(started);
+        }
+        eprintln!(
+            "bench: environment start {}: {:.1}s",
+            i + 1,
+            report.total.as_secs_f64()
+        );
+    }
+    let env = env.context("at least one environment start (--env-starts)")?;
+    let start = Sample {
+        label: "start both clusters, Flux and fixtures Ready".into(),
+        runs: totals,
+    };
+    let _ = writeln!(
+        md,
+        "## 1. Environment (local provider, tools already built)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| measure | runs | median s | min – max s |\n|---|---|---|---|\n{}",
+        start.row()
+    );
+    if !teardowns.is_empty() {
+        let _ = writeln!(
+            md,
+            "{}",
+            Sample {
+                label: "teardown (stop every process by pid)".into(),
+                runs: teardowns
+            }
+            .row()
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nResident memory of the running environment ({} processes): {:.0} MiB.\n\n| start | cluster | control plane s | Flux s | fixtures Ready s |\n|---|---|---|---|---|\n{phase_rows}",
+        env.processes().len(),
+        rss as f64 / 1024.0
+    );
+
+    let task = env.task().timeout(Duration::from_secs(300));
+    let flux_bin = toolchain.binary(Tool::Flux, "flux");
+    let flux = |args: &[&str]| -> Result<()> {
+        let out = duct::cmd(&flux_bin, args)
+            .env("KUBECONFIG", env.kubeconfig())
+            .stdout_null()
+            .stderr_capture()
+            .unchecked()
+            .run()?;
+        ensure!(
+            out.status.success(),
+            "flux {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    let run_task = |runner: &TaskRunner, args: &[&str]| -> Result<()> {
+        let out = runner.run(args)?;
+        ensure!(out.success(), "{}", out.transcript());
+        Ok(())
+    };
+    let nothing = || Ok(());
+    let n = options.reps;
+
+    // 3. task --list without a kubeconfig vs task --version
+    let bare = task.clone().env("KUBECONFIG", "/nonexistent");
+    let version = sample("`task --version`", n, nothing, || {
+        run_task(&bare, &["--version"])
+    })?;
+    let list = sample(
+        "`task --list` (KUBECONFIG=/nonexistent)",
+        n,
+        nothing,
+        || run_task(&bare, &["--list"]),
+    )?;
+    let _ = writeln!(
+        md,
+        "## 3. Listing tasks needs no cluster\n\n| command | runs | median s | min – max s |\n|---|---|---|---|\n{}\n{}\n\n`--list` / `--version`: {}\n",
+        version.row(),
+        list.row(),
+        verdict(ratio(&list, &version), 1.3)
+    );
+
+    // 4. toolkit vs raw flux
+    let resume_raw = || {
+        flux(&[
+            "resume",
+            "hr",
+            "odoo",
+            "-n",
+            "business",
+            "--context",
+            "apps",
+            "--wait=false",
+        ])?;
+        flux(&[
+            "resume",
+            "ks",
+            "odoo",
+            "-n",
+            "flux-system",
+            "--context",
+            "apps",
+            "--wait=false",
+        ])
+    };
+    let raw_suspend = sample(
+        "raw `flux suspend hr odoo -n business --context apps`",
+        n,
+        resume_raw,
+        || {
+            flux(&[
+                "suspend",
+                "hr",
+                "odoo",
+                "-n",
+                "business",
+                "--context",
+                "apps",
+            ])
+        },
+    )?;
+    let task_suspend = sample(
+        "`task flux:suspend APP=odoo CLUSTER=apps` (resolves, suspends ks + hr, verifies)",
+        n,
+        resume_raw,
+        || run_task(&task, &["flux:suspend", "APP=odoo", "CLUSTER=apps"]),
+    )?;
+    run_task(&task, &["flux:resume", "APP=odoo", "CLUSTER=apps"])?;
+    let rn = n.clamp(1, 3);
+    let raw_reconcile = sample(
+        "raw `flux reconcile hr odoo -n business --with-source --context apps`",
+        rn,
+        nothing,
+        || {
+            flux(&[
+                "reconcile",
+                "hr",
+                "odoo",
+                "-n",
+                "business",
+                "--with-source",
+                "--context",
+                "apps",
+            ])
+        },
+    )?;
+    let task_reconcile = sample(
+        "`task flux:reconcile APP=odoo CLUSTER=apps` (ks + hr, with sources)",
+        rn,
+        nothing,
+        || run_task(&task, &["flux:reconcile", "APP=odoo", "CLUSTER=apps"]),
+    )?;
+    let _ = writeln!(
+        md,
+        "## 4. Toolkit overhead against raw flux\n\n| command | runs | median s | min – max s |\n|---|---|---|---|\n{}\n{}\n{}\n{}\n\nsuspend: {}; reconcile: {}. The task does more than the raw command: it finds the namespace, acts on the Kustomization as well as the HelmRelease, and reads the state back.\n",
+        raw_suspend.row(),
+        task_suspend.row(),
+        raw_reconcile.row(),
+        task_reconcile.row(),
+        verdict(ratio(&task_suspend, &raw_suspend), 1.5),
+        verdict(ratio(&task_reconcile, &raw_reconcile), 1.5),
+    );
+
+    // 5. APP resolution at scale
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = rt.block_on(env.client("apps"))?;
+    let mut scale_rows = String::new();
+    let mut by_scale = Vec::new();
+    let mut created = 0;
+    for &extra in &options.scale {
+        rt.block_on(create_extra(&client, created, extra))?;
+        created = extra;
+        let s = sample(
+            &format!("{extra} extra HelmReleases + {extra} Kustomizations"),
+            n,
+            resume_raw,
+            || run_task(&task, &["flux:suspend", "APP=odoo", "CLUSTER=apps"]),
+        )?;
+        let _ = writeln!(scale_rows, "{}", s.row());
+        by_scale.push(s);
+    }
+    run_task(&task, &["flux:resume", "APP=odoo", "CLUSTER=apps"])?;
+    rt.block_on(delete_extra(&client, created))?;
+    if let (Some(first), Some(last)) = (by_scale.first(), by_scale.last()) {
+        let _ = writeln!(
+            md,
+            "## 5. APP resolution at scale (`task flux:suspend APP=odoo CLUSTER=apps`, extra objects over ≤ 100 namespaces)\n\n| cluster holds | runs | median s | min – max s |\n|---|---|---|---|\n{scale_rows}\nlargest / smallest: {}\n",
+            verdict(ratio(last, first), 1.2)
+        );
+    }
+
+    // 6. status CLUSTER=all vs each cluster alone
+    let infra = sample("`task flux:status CLUSTER=infra`", n, nothing, || {
+        run_task(&task, &["flux:status", "CLUSTER=infra"])
+    })?;
+    let apps = sample("`task flux:status CLUSTER=apps`", n, nothing, || {
+        run_task(&task, &["flux:status", "CLUSTER=apps"])
+    })?;
+    let all = sample("`task flux:status CLUSTER=all`", n, nothing, || {
+        run_task(&task, &["flux:status", "CLUSTER=all"])
+    })?;
+    let slowest = if infra.median() > apps.median() {
+        &infra
+    } else {
+        &apps
+    };
+    let _ = writeln!(
+        md,
+        "## 6. Both clusters at once\n\n| command | runs | median s | min – max s |\n|---|---|---|---|\n{}\n{}\n{}\n\nall / slowest single: {}\n",
+        infra.row(),
+        apps.row(),
+        all.row(),
+        verdict(ratio(&all, slowest), 1.2)
+    );
+    drop(env);
+
+    // 2. scenario suite serial vs parallel (each run starts its own environment)
+    if options.suite {
+        let suite = |threads: Option<&str>| -> Result<()> {
+            let mut args = vec![
+                "test",
+                "-q",
+                "-p",
+                "scenarios",
+                "--test",
+                "acceptance",
+                "--",
+            ];
+            if let Some(t) = threads {
+                args.push(t);
+            }
+            let out = duct::cmd(
+                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+                &args,
+            )
+            .dir(crate::repo_root())
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .run()?;
+            ensure!(
+                out.status.success(),
+                "the acceptance suite failed:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            Ok(())
+        };
+        let serial = sample(
+            "acceptance scenarios, `--test-threads=1`",
+            1,
+            nothing,
+            || suite(Some("--test-threads=1")),
+        )?;
+        let parallel = sample(
+            "acceptance scenarios, parallel (default)",
+            1,
+            nothing,
+            || suite(None),
+        )?;
+        let _ = writeln!(
+            md,
+            "## 2. Scenario suite wall time (includes its environment start)\n\n| run | runs | median s | min – max s |\n|---|---|---|---|\n{}\n{}\n\nparallel / serial: {:.2}×\n",
+            serial.row(),
+            parallel.row(),
+            ratio(&parallel, &serial)
+        );
+    }
+
+    std::fs::write(&options.output, &md)
+        .with_context(|| format!("writing {}", options.output.display()))?;
+    Ok(md)
+}
+
+fn header(toolchain: &Toolchain) -> Result<String> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")?
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")?
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    let versions = Tool::ALL
+        .iter()
+        .map(|t| format!("{} {}", t.key(), toolchain.versions().get(*t)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(format!(
+        "# Benchmarks\n\nWritten by `cargo run --release -p harness -- bench` on {} — machine: {cpu}, {cores} cores, {:.0} GiB; {versions}.\nMedians of repeated runs with their spread; every comparison is made in the same run, so read the ratios, not the absolute times.\n\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
+        mem_kib as f64 / 1024.0 / 1024.0
+    ))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Suspended (so no controller works on them) HelmReleases and Kustomizations `bench-<i>` spread
+/// over at most 100 namespaces, from index `from` up to `to`.
+async fn create_extra(client: &kube::Client, from: usize, to: usize) -> Result<()> {
+    let mut yaml = String::new();
+    for ns in (from..to)
+        .map(|i| i % 100)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let _ = write!(
+            yaml,
+            "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench-{ns:03}\n"
+        );
+    }
+    for i in from..to {
+        let ns = i % 100;
+        let _ = write!(
+            yaml,
+            "---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: bench-{i}\n  namespace: bench-{ns:03}\nspec:\n  suspend: true\n  interval: 1h\n  chartRef:\n    kind: HelmChart\n    name: none\n    namespace: flux-system\n---\napiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: bench-{i}\n  namespace: bench-{ns:03}\nspec:\n  suspend: true\n  interval: 1h\n  prune: false\n  path: ./none\n  sourceRef:\n    kind: GitRepository\n    name: none\n"
+        );
+    }
+    crate::apply::apply_yaml(client, &yaml).await?;
+    Ok(())
+}
+
+async fn delete_extra(client: &kube::Client, created: usize) -> Result<()> {
+    use kube::api::{Api, DeleteParams};
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for ns in 0..created.min(100) {
+        let _ = namespaces
+            .delete(&format!("bench-{ns:03}"), &DeleteParams::default())
+            .await;
+    }
+    Ok(())
+}
+
+/// Default output path.
+pub fn default_output() -> PathBuf {
+    crate::repo_root().join("docs").join("benchmarks.md")
+}
+
+/// State dir of benchmark environments.
+pub fn default_state_dir() -> PathBuf {
+    crate::repo_root()
+        .join("target")
+        .join("harness")
+        .join("bench")
+}
