@@ -211,7 +211,8 @@ mod tests {
         let content = dir.path().join("content");
         fs::create_dir_all(content.join("kubernetes")).unwrap();
         fs::write(content.join("kubernetes/a.yaml"), "a: 1\n").unwrap();
-        let port = crate::process::free_port_block(41000, 1).unwrap();
+        let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
+        let port = block.base;
         let (mut server, repo) =
             GitServer::start(&dir.path().join("git"), &content, port, dir.path()).unwrap();
         let clone = dir.path().join("clone");

@@ -162,8 +162,8 @@ fn up(state_dir: &Path, port_base: u16, ready_timeout: Duration) -> Result<()> {
     }
     println!(
         "  fixtures repo: {} (checkout: {})",
-        env.fixtures.url(),
-        env.fixtures.work_dir().display()
+        env.fixtures()?.url(),
+        env.fixtures()?.work_dir().display()
     );
     println!("  logs: {}", state_dir.display());
     println!("Use it from another shell:");

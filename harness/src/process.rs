@@ -299,18 +299,70 @@ pub fn ensure_ports_free(ports: &[u16], fix: &str) -> Result<()> {
     Ok(())
 }
 
-/// The first block of `len` consecutive free ports on 127.0.0.1 at or above `start`, in steps of `len`.
-pub fn free_port_block(start: u16, len: u16) -> Result<u16> {
-    let mut base = start;
-    while base.checked_add(len).is_some_and(|end| end < 60000) {
-        if (base..base + len).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return Ok(base);
-        }
-        base += len;
+/// A block of ports on 127.0.0.1 reserved by this process: a machine-wide lock file per block keeps
+/// concurrent harness runs (parallel test binaries, `harness up`) from picking the same ports
+/// between probing and binding. Released when dropped.
+#[derive(Debug)]
+pub struct PortBlock {
+    pub base: u16,
+    pub len: u16,
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+impl PortBlock {
+    /// Reserves exactly `base..base+len`, failing with one line naming the port and `fix`.
+    pub fn reserve(base: u16, len: u16, fix: &str) -> Result<Self> {
+        let lock = lock_block(base)?.with_context(|| {
+            format!(
+                "ports {base}-{} are reserved by another harness run: {fix}",
+                base + len - 1
+            )
+        })?;
+        let ports: Vec<u16> = (base..base + len).collect();
+        ensure_ports_free(&ports, fix)?;
+        Ok(Self {
+            base,
+            len,
+            _lock: lock,
+        })
     }
-    bail!(
-        "no block of {len} free ports on 127.0.0.1 above {start}: stop other harness environments (`cargo run -p harness -- down`)"
-    )
+
+    /// Reserves the first block of `len` free ports at or above `start`, in steps of `len`, below
+    /// the kernel's ephemeral range (32768+) so that no outgoing connection takes one meanwhile.
+    pub fn first_free(start: u16, len: u16) -> Result<Self> {
+        let mut base = start;
+        while base + len <= 32768 {
+            if let Some(lock) = lock_block(base)?
+                && (base..base + len).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+            {
+                return Ok(Self {
+                    base,
+                    len,
+                    _lock: lock,
+                });
+            }
+            base += len;
+        }
+        bail!(
+            "no block of {len} free ports on 127.0.0.1 between {start} and 32767: stop other harness environments (`cargo run -p harness -- down`)"
+        )
+    }
+
+    pub fn range(&self) -> std::ops::Range<u16> {
+        self.base..self.base + self.len
+    }
+}
+
+/// The machine-wide lock of the block starting at `base`; `None` when another process holds it.
+fn lock_block(base: u16) -> Result<Option<nix::fcntl::Flock<fs::File>>> {
+    let dir = std::env::temp_dir().join("k8s-ops-harness-ports");
+    fs::create_dir_all(&dir)?;
+    let file = fs::File::create(dir.join(format!("{base}.lock")))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
 }
 
 /// Polls `check` until it returns `Ok(Some(_))`; `Ok(None)` means "not yet", an error ends the

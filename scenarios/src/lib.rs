@@ -5,8 +5,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use harness::provider::Environment;
-use harness::provider::local::{self, LocalOptions};
+use harness::provider::{Environment, ProviderKind};
 
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
 
@@ -27,30 +26,24 @@ pub fn env() -> &'static Environment {
                 })
             })
             .unwrap_or_else(|| "scenarios".into());
-        let options = LocalOptions::new(
-            harness::repo_root()
-                .join("target")
-                .join("harness")
-                .join(binary),
-        );
+        let state_dir = harness::repo_root()
+            .join("target")
+            .join("harness")
+            .join(binary);
         // Started on its own thread: it runs its own async runtimes, and tests call this from theirs.
-        std::thread::spawn(move || local::start(&options))
-            .join()
-            .map_err(|_| "environment start panicked".to_string())
-            .and_then(|r| {
-                r.map(|(env, report)| {
-                    eprintln!(
-                        "scenarios: environment ready in {:.0?} (toolchain {:.0?})",
-                        report.total, report.toolchain
-                    );
-                    env
-                })
-                .map_err(|e| format!("{e:#}"))
-            })
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let env = ProviderKind::from_env()?.start(&state_dir)?;
+            eprintln!("scenarios: environment ready in {:.0?}", started.elapsed());
+            anyhow::Ok(env)
+        })
+        .join()
+        .map_err(|_| "environment start panicked".to_string())
+        .and_then(|r| r.map_err(|e| format!("{e:#}")))
     });
     match started {
         Ok(env) => env,
-        Err(e) => panic!("the local environment did not start: {e}"),
+        Err(e) => panic!("the environment did not start: {e}"),
     }
 }
 
@@ -61,8 +54,27 @@ fn stop_environment_at_exit() {
     }
 }
 
-/// Runs a scenario body; on error saves the environment's diagnostics and panics with their path.
+/// Runs a scenario that may change anything on the clusters; on error saves the environment's
+/// diagnostics and panics with their path. On existing clusters it refuses (fails, naming the way
+/// out) unless `HARNESS_ALLOW_DESTRUCTIVE=1`.
 pub async fn scenario<F, Fut>(name: &str, body: F)
+where
+    F: FnOnce(&'static Environment) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    if ProviderKind::from_env().ok() == Some(ProviderKind::Existing)
+        && std::env::var("HARNESS_ALLOW_DESTRUCTIVE").as_deref() != Ok("1")
+    {
+        panic!(
+            "refusing scenario {name} on existing clusters: it changes fixtures the real clusters do not have; \
+             run `cargo test -p scenarios --test canary` there, or set HARNESS_ALLOW_DESTRUCTIVE=1"
+        );
+    }
+    run_scenario(name, body).await
+}
+
+/// Runs a scenario body (no provider check); on error saves diagnostics and panics with their path.
+pub async fn run_scenario<F, Fut>(name: &str, body: F)
 where
     F: FnOnce(&'static Environment) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,

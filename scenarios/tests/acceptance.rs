@@ -171,7 +171,7 @@ async fn reconcile_applies_a_new_commit_without_waiting_for_the_interval() {
         let _app = exclusive("odoo").await;
         let client = env.client("apps").await?;
         let path = "kubernetes/apps/business/odoo/app/helmrelease.yaml";
-        let current = std::fs::read_to_string(env.fixtures.work_dir().join(path))?;
+        let current = std::fs::read_to_string(env.fixtures()?.work_dir().join(path))?;
         let workers = format!("workers: {}", 3 + (std::process::id() % 90));
         let changed = current
             .lines()
@@ -190,7 +190,7 @@ async fn reconcile_applies_a_new_commit_without_waiting_for_the_interval() {
             "the odoo fixture has no `workers:` value to change"
         );
         let commit = env
-            .fixtures
+            .fixtures()?
             .commit_file(path, &changed, "test: change odoo workers")?;
 
         let out = env

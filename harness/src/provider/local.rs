@@ -14,7 +14,7 @@ use crate::fixtures::{self, CLUSTERS};
 use crate::flux::{self, FluxControllers};
 use crate::gitserver::GitServer;
 use crate::kwok::{self, ClusterPorts, KwokCluster};
-use crate::process::{self, ensure_ports_free, free_port_block};
+use crate::process::{self, PortBlock};
 use crate::toolchain;
 use crate::toolchain::{Tool, Toolchain};
 use crate::{apply, diagnostics};
@@ -27,7 +27,7 @@ const PORTS_PER_ENV: u16 = 1 + ClusterPorts::LEN * CLUSTERS.len() as u16;
 pub struct LocalOptions {
     /// Everything the environment writes (cleared at start; stale processes in it are stopped first).
     pub state_dir: PathBuf,
-    /// First port of the environment's block; `None` picks a free block at or above 33000.
+    /// First port of the environment's block; `None` picks a free block at or above 20000.
     pub port_base: Option<u16>,
     /// Upper bound for the fixtures of one cluster to become Ready.
     pub ready_timeout: Duration,
@@ -75,6 +75,8 @@ struct LocalRunning {
     state_dir: PathBuf,
     git: Mutex<Option<GitServer>>,
     clusters: Mutex<Vec<LocalCluster>>,
+    /// Held until the environment is gone.
+    _ports: PortBlock,
 }
 
 /// Starts both clusters; on failure everything started is stopped and the error names the logs.
@@ -115,25 +117,24 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
         }
     }
 
-    let base = match options.port_base {
-        Some(base) => {
-            let ports: Vec<u16> = (base..base + PORTS_PER_ENV).collect();
-            ensure_ports_free(
-                &ports,
-                &format!(
-                    "stop what uses it (another `harness up`? run `cargo run -p harness -- down`) or choose other ports with --port-base / HARNESS_PORT_BASE (this environment needs {PORTS_PER_ENV} ports from {base})"
-                ),
-            )?;
-            base
-        }
-        None => free_port_block(33000, PORTS_PER_ENV)?,
+    let ports = match options.port_base {
+        Some(base) => PortBlock::reserve(
+            base,
+            PORTS_PER_ENV,
+            &format!(
+                "stop what uses it (another `harness up`? run `cargo run -p harness -- down`) or choose other ports with --port-base / HARNESS_PORT_BASE (this environment needs {PORTS_PER_ENV} ports from {base})"
+            ),
+        )?,
+        None => PortBlock::first_free(20000, PORTS_PER_ENV)?,
     };
+    let base = ports.base;
 
     let running = LocalRunning {
         toolchain: toolchain.clone(),
         state_dir: state_dir.clone(),
         git: Mutex::new(None),
         clusters: Mutex::new(Vec::new()),
+        _ports: ports,
     };
     let result = (|| -> Result<(PathBuf, crate::gitserver::FixturesRepo, StartReport)> {
         let (git, fixtures_repo) = GitServer::start(
@@ -218,7 +219,7 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
     let env = Environment {
         kubeconfig,
         state_dir,
-        fixtures,
+        fixtures: Some(fixtures),
         toolchain,
         running: Box::new(running),
     };

@@ -1,11 +1,12 @@
 //! Cluster providers: what creates the `infra` and `apps` clusters with Flux and the fixtures.
 //! Every provider hands back the same [`Environment`], so the scenarios do not care which one ran.
 
+pub mod existing;
 pub mod local;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::fixtures::CLUSTERS;
 use crate::gitserver::FixturesRepo;
@@ -39,12 +40,59 @@ pub trait Running: Faults {
 pub struct Environment {
     pub kubeconfig: PathBuf,
     pub state_dir: PathBuf,
-    pub fixtures: FixturesRepo,
+    /// The served fixtures repository (providers that serve it; `None` on existing clusters).
+    pub fixtures: Option<FixturesRepo>,
     pub toolchain: Toolchain,
     running: Box<dyn Running>,
 }
 
+/// Which provider creates the clusters: `HARNESS_PROVIDER=local|kind|k3s|existing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Local processes built from upstream Go modules (the default; what CI here runs).
+    Local,
+    /// kind clusters (`kind-configs/`), where Docker runs.
+    Kind,
+    /// k3s through testcontainers, where Docker runs.
+    K3s,
+    /// Clusters someone else runs, through `HARNESS_KUBECONFIG`.
+    Existing,
+}
+
+impl ProviderKind {
+    /// From `HARNESS_PROVIDER` (default `local`).
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("HARNESS_PROVIDER").as_deref() {
+            Err(_) | Ok("") | Ok("local") => Ok(Self::Local),
+            Ok("kind") => Ok(Self::Kind),
+            Ok("k3s") => Ok(Self::K3s),
+            Ok("existing") => Ok(Self::Existing),
+            Ok(other) => anyhow::bail!(
+                "HARNESS_PROVIDER={other} is unknown: use local, kind, k3s or existing"
+            ),
+        }
+    }
+
+    /// Starts (or, for `existing`, connects to) the two clusters.
+    pub fn start(self, state_dir: &Path) -> Result<Environment> {
+        match self {
+            Self::Local => Ok(local::start(&local::LocalOptions::new(state_dir))?.0),
+            Self::Existing => existing::start(existing::kubeconfig_from_env()?),
+            Self::Kind | Self::K3s => anyhow::bail!(
+                "HARNESS_PROVIDER={self:?} is not implemented yet (it needs a Docker engine, which this project's CI machines lack): use HARNESS_PROVIDER=local or existing"
+            ),
+        }
+    }
+}
+
 impl Environment {
+    /// The fixtures repository, on providers that serve it.
+    pub fn fixtures(&self) -> Result<&FixturesRepo> {
+        self.fixtures.as_ref().context(
+            "this provider serves no fixtures repository (existing clusters reconcile their own)",
+        )
+    }
+
     pub fn clusters(&self) -> Vec<String> {
         CLUSTERS.iter().map(|c| c.to_string()).collect()
     }
