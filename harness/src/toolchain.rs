@@ -30,9 +30,12 @@ pub enum Tool {
     KustomizeController,
     HelmController,
     NotificationController,
+    /// Only for the kind provider (and validating kind-configs/ here).
+    Kind,
 }
 
 impl Tool {
+    /// Every tool the `local` provider and the Taskfiles need (built by `harness toolchain`).
     pub const ALL: [Tool; 9] = [
         Tool::Task,
         Tool::Flux,
@@ -57,6 +60,7 @@ impl Tool {
             Tool::KustomizeController => "kustomize-controller",
             Tool::HelmController => "helm-controller",
             Tool::NotificationController => "notification-controller",
+            Tool::Kind => "kind",
         }
     }
 
@@ -71,6 +75,7 @@ impl Tool {
             Tool::KustomizeController => "github.com/fluxcd/kustomize-controller",
             Tool::HelmController => "github.com/fluxcd/helm-controller",
             Tool::NotificationController => "github.com/fluxcd/notification-controller",
+            Tool::Kind => "sigs.k8s.io/kind",
         }
     }
 
@@ -91,6 +96,7 @@ impl Tool {
             Tool::KustomizeController => &[("", "kustomize-controller")],
             Tool::HelmController => &[("", "helm-controller")],
             Tool::NotificationController => &[("", "notification-controller")],
+            Tool::Kind => &[("", "kind")],
         }
     }
 
@@ -138,7 +144,7 @@ impl Tool {
     fn cold_build_hint(self) -> &'static str {
         match self {
             Tool::Kubernetes => "15-25 min",
-            Tool::Task | Tool::Kwok | Tool::Etcd => "1-3 min",
+            Tool::Task | Tool::Kwok | Tool::Etcd | Tool::Kind => "1-3 min",
             _ => "3-8 min",
         }
     }
