@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -473,7 +473,8 @@ impl GoCmd {
             .env("GOTOOLCHAIN", "local")
     }
 
-    /// Runs with go's output shown (progress), failing on a non-zero exit.
+    /// Runs with go's output (compile errors) shown and a heartbeat line every minute, so a long
+    /// cold build visibly progresses; fails on a non-zero exit.
     fn status_ok(self) -> Result<()> {
         let shown = self
             .args
@@ -481,10 +482,30 @@ impl GoCmd {
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ");
-        self.expr()
-            .stdout_to_stderr()
-            .run()
-            .with_context(|| format!("`go {shown}` failed in {}", self.dir.display()))?;
+        let started = Instant::now();
+        let handle = self.expr().stdout_to_stderr().unchecked().start()?;
+        let mut next_beat = Duration::from_secs(60);
+        let output = loop {
+            if let Some(output) = handle.try_wait()? {
+                break output;
+            }
+            if started.elapsed() >= next_beat {
+                eprintln!(
+                    "toolchain: … still running `go {}` ({:.0?})",
+                    shown.chars().take(80).collect::<String>(),
+                    started.elapsed()
+                );
+                next_beat += Duration::from_secs(60);
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        if !output.status.success() {
+            bail!(
+                "`go {shown}` failed in {} ({})",
+                self.dir.display(),
+                output.status
+            );
+        }
         Ok(())
     }
 
