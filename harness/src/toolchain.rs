@@ -143,8 +143,9 @@ impl Tool {
     /// Rough cold-build time on 2 cores, shown while building.
     fn cold_build_hint(self) -> &'static str {
         match self {
-            Tool::Kubernetes => "15-25 min",
-            Tool::Task | Tool::Kwok | Tool::Etcd | Tool::Kind => "1-3 min",
+            Tool::Kubernetes => "10-20 min",
+            Tool::Task | Tool::Kind => "1-2 min",
+            Tool::Etcd => "2-3 min",
             _ => "3-8 min",
         }
     }
