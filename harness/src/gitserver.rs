@@ -1,9 +1,12 @@
 //! The fixtures GitOps repository and the Git smart-HTTP server Flux clones it from.
 //!
 //! The server is lighttpd running git's own `git http-backend` CGI (smart HTTP: go-git, which
-//! source-controller uses, cannot clone the dumb protocol). It listens on 127.0.0.1 only.
+//! source-controller uses, cannot clone the dumb protocol). It listens on 127.0.0.1 ([`GitServer::start`]);
+//! only the kind provider binds it elsewhere ([`GitServer::start_on`], the `kind` Docker network's
+//! gateway), because Flux there runs inside containers that cannot reach the host's loopback.
 
 use std::fs;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -22,7 +25,7 @@ pub struct FixturesRepo {
 }
 
 impl FixturesRepo {
-    /// URL Flux clones from (`http://127.0.0.1:<port>/git/fixtures.git`).
+    /// URL Flux clones from (`http://<bind address>:<port>/git/fixtures.git`).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -67,6 +70,18 @@ impl GitServer {
         port: u16,
         state_dir: &Path,
     ) -> Result<(Self, FixturesRepo)> {
+        Self::start_on(Ipv4Addr::LOCALHOST, root, content, port, state_dir)
+    }
+
+    /// [`GitServer::start`] listening on `bind_ip:port` instead of `127.0.0.1:port`; the repository
+    /// URL then names `bind_ip`. Only the kind provider uses another address than 127.0.0.1.
+    pub fn start_on(
+        bind_ip: Ipv4Addr,
+        root: &Path,
+        content: &Path,
+        port: u16,
+        state_dir: &Path,
+    ) -> Result<(Self, FixturesRepo)> {
         let lighttpd = which("lighttpd").context("lighttpd is not installed: apt-get install -y lighttpd (the Git server for the fixtures repo)")?;
         if !Path::new(HTTP_BACKEND).is_file() {
             bail!("{HTTP_BACKEND} is missing: apt-get install -y git");
@@ -103,7 +118,7 @@ impl GitServer {
         git(&work, &["push", "--quiet", "origin", "main"])?;
 
         let conf = root.join("lighttpd.conf");
-        fs::write(&conf, lighttpd_conf(root, &repos, port))?;
+        fs::write(&conf, lighttpd_conf(root, &repos, bind_ip, port))?;
         let mut cmd = Command::new(lighttpd);
         cmd.args(["-D", "-f"]).arg(&conf);
         let logs = LogFiles {
@@ -111,7 +126,10 @@ impl GitServer {
             cri: None,
         };
         let mut process = ManagedProcess::spawn("git-server", cmd, &logs, state_dir)?;
-        let url = format!("http://127.0.0.1:{port}/git/fixtures.git");
+        let url = format!(
+            "http://{}/git/fixtures.git",
+            SocketAddrV4::new(bind_ip, port)
+        );
         wait_for("the git server to answer", Duration::from_secs(20), || {
             process.ensure_running()?;
             Ok(git(root, &["ls-remote", &url, "main"])
@@ -141,12 +159,12 @@ impl GitServer {
     }
 }
 
-fn lighttpd_conf(root: &Path, repos: &Path, port: u16) -> String {
+fn lighttpd_conf(root: &Path, repos: &Path, bind_ip: Ipv4Addr, port: u16) -> String {
     let root = root.display();
     let repos = repos.display();
     format!(
         r#"server.modules = ("mod_alias", "mod_cgi", "mod_setenv")
-server.bind = "127.0.0.1"
+server.bind = "{bind_ip}"
 server.port = {port}
 server.document-root = "{root}"
 server.errorlog = "{root}/lighttpd-error.log"
@@ -234,5 +252,31 @@ mod tests {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
             "port still bound after stop"
         );
+    }
+
+    #[test]
+    fn start_on_listens_on_the_given_address_only() {
+        // 127.0.0.2 is loopback on Linux without configuration: stands in for the kind gateway.
+        let bind_ip = Ipv4Addr::new(127, 0, 0, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let content = dir.path().join("content");
+        fs::create_dir_all(&content).unwrap();
+        fs::write(content.join("a.yaml"), "a: 1\n").unwrap();
+        let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
+        let port = block.base;
+        let (mut server, repo) =
+            GitServer::start_on(bind_ip, &dir.path().join("git"), &content, port, dir.path())
+                .unwrap();
+        assert_eq!(
+            repo.url(),
+            format!("http://127.0.0.2:{port}/git/fixtures.git")
+        );
+        let remote = git(dir.path(), &["ls-remote", repo.url(), "main"]).unwrap();
+        assert!(remote.starts_with(&repo.head().unwrap()), "{remote}");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "start_on(127.0.0.2) must not listen on 127.0.0.1"
+        );
+        server.stop();
     }
 }
