@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use harness::process;
+use harness::provider::ProviderKind;
 use harness::provider::local::{self, LocalOptions};
 use harness::toolchain::{Tool, Toolchain};
 
@@ -29,7 +30,11 @@ enum Command {
     /// Build the tools if needed, start both clusters with Flux and the fixtures, and keep them
     /// running until Ctrl-C or `harness down`.
     Up {
-        /// First of the environment's 41 consecutive ports on 127.0.0.1.
+        /// Which clusters: local (processes on this machine), kind (Docker) or existing
+        /// (HARNESS_KUBECONFIG; nothing is started).
+        #[arg(long, env = "HARNESS_PROVIDER", default_value = "local", value_parser = ProviderKind::parse)]
+        provider: ProviderKind,
+        /// First of the local environment's 41 consecutive ports on 127.0.0.1.
         #[arg(long, env = "HARNESS_PORT_BASE", default_value_t = 31000)]
         port_base: u16,
         /// Upper bound for the fixtures of one cluster to become Ready.
@@ -72,9 +77,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up {
+            provider,
             port_base,
             ready_timeout,
-        } => up(&cli.state_dir, port_base, ready_timeout),
+        } => up(&cli.state_dir, provider, port_base, ready_timeout),
         Command::Down => down(&cli.state_dir),
         Command::Status => status(&cli.state_dir),
         Command::Toolchain => toolchain(),
@@ -109,7 +115,12 @@ fn supervisor_pid(state_dir: &Path) -> Option<u32> {
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
-fn up(state_dir: &Path, port_base: u16, ready_timeout: Duration) -> Result<()> {
+fn up(
+    state_dir: &Path,
+    provider: ProviderKind,
+    port_base: u16,
+    ready_timeout: Duration,
+) -> Result<()> {
     if let Some(pid) = supervisor_pid(state_dir) {
         bail!(
             "an environment is already up in {} (harness pid {pid}): run `cargo run -p harness -- down` first",
@@ -132,7 +143,12 @@ fn up(state_dir: &Path, port_base: u16, ready_timeout: Duration) -> Result<()> {
     };
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(local::start(&options));
+        let started = std::time::Instant::now();
+        let env = match provider {
+            ProviderKind::Local => local::start(&options).map(|(env, _)| env),
+            other => other.start(&options.state_dir),
+        };
+        let _ = tx.send(env.map(|env| (env, started.elapsed())));
     });
     let started = rt.block_on(async {
         tokio::select! {
@@ -146,7 +162,7 @@ fn up(state_dir: &Path, port_base: u16, ready_timeout: Duration) -> Result<()> {
         let _ = fs::remove_file(state_dir.join("supervisor.pid"));
         std::process::exit(130);
     };
-    let (env, report) = match started.context("start-up thread vanished")? {
+    let (env, took) = match started.context("start-up thread vanished")? {
         Ok(ok) => ok,
         Err(e) => {
             let _ = fs::remove_file(state_dir.join("supervisor.pid"));
@@ -154,17 +170,15 @@ fn up(state_dir: &Path, port_base: u16, ready_timeout: Duration) -> Result<()> {
         }
     };
     println!(
-        "harness: infra and apps are up with Flux and the fixtures Ready in {:.0?} (tools {:.0?})",
-        report.total, report.toolchain
+        "harness: infra and apps ({provider:?}) are up with Flux and the fixtures Ready in {took:.0?}"
     );
-    for (cluster, took) in &report.per_cluster {
-        println!("  {cluster}: ready in {took:.0?}");
+    if let Ok(fixtures) = env.fixtures() {
+        println!(
+            "  fixtures repo: {} (checkout: {})",
+            fixtures.url(),
+            fixtures.work_dir().display()
+        );
     }
-    println!(
-        "  fixtures repo: {} (checkout: {})",
-        env.fixtures()?.url(),
-        env.fixtures()?.work_dir().display()
-    );
     println!("  logs: {}", state_dir.display());
     println!("Use it from another shell:");
     println!(
