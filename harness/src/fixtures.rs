@@ -124,10 +124,29 @@ metadata:
 "#;
 
 /// Points `cluster` at the fixtures repository and waits until every expected object is Ready.
+/// The GitRepository goes first and must be Ready before the root Kustomization exists: a
+/// Kustomization created before its artifact schedules a retry that fires later, in the middle of
+/// a scenario, and changes the cluster behind its back.
 pub async fn bootstrap(client: &Client, cluster: &str, url: &str, timeout: Duration) -> Result<()> {
-    apply::apply_yaml(client, &bootstrap_manifests(cluster, url))
+    let manifests = bootstrap_manifests(cluster, url);
+    let (source, root) = manifests
+        .split_once("---\n")
+        .expect("GitRepository, then Kustomization");
+    apply::apply_yaml(client, source)
         .await
-        .context("creating GitRepository and Kustomization flux-system")?;
+        .context("creating GitRepository flux-system")?;
+    assertions::wait_ready(
+        client,
+        &flux::gitrepositories(),
+        "flux-system",
+        "flux-system",
+        timeout,
+    )
+    .await
+    .with_context(|| format!("the fixtures repository {url} did not become Ready on {cluster}"))?;
+    apply::apply_yaml(client, root)
+        .await
+        .context("creating Kustomization flux-system")?;
     wait_all_ready(client, cluster, timeout).await
 }
 

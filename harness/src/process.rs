@@ -122,6 +122,17 @@ impl Drop for ManagedProcess {
     }
 }
 
+/// Stops a process that is not our child (e.g. started by kwokctl) by its pid: SIGTERM, SIGKILL
+/// after `grace`; returns once it is gone.
+pub fn stop_pid(pid: u32, grace: Duration) {
+    let gone = || !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid);
+    terminate_pid(pid, grace, gone);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gone() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// SIGTERM, then SIGKILL once `grace` has passed without `gone()` turning true.
 fn terminate_pid(pid: u32, grace: Duration, mut gone: impl FnMut() -> bool) {
     let pid = Pid::from_raw(pid as i32);

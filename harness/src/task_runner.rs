@@ -119,6 +119,12 @@ impl TaskRunner {
                 });
             }
             if started.elapsed() > self.timeout {
+                if let Some(pid) = handle.pids().first() {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(*pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 handle.kill()?;
                 anyhow::bail!(
                     "`task {}` did not finish within {:?}; it was killed",

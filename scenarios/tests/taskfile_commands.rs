@@ -246,8 +246,12 @@ fn gitops() -> String {
     "flux resume kustomization odoo -n flux-system --context apps",
 ], &[], true)]
 #[case::resume_nowait(&["flux:resume", "APP=gatus", "WAIT=false"], &[
-    "flux resume helmrelease gatus -n observability --context infra --wait=false",
-    "flux resume kustomization gatus -n flux-system --context infra --wait=false",
+    "flux resume helmrelease gatus -n observability --context infra --timeout 5m --wait=false",
+    "flux resume kustomization gatus -n flux-system --context infra --timeout 5m --wait=false",
+], &[], true)]
+#[case::reconcile_timeout(&["flux:reconcile", "APP=odoo", "CLUSTER=apps", "TIMEOUT=20s"], &[
+    "flux reconcile kustomization odoo -n flux-system --with-source --context apps --timeout 20s",
+    "flux reconcile helmrelease odoo -n business --with-source --context apps --timeout 20s",
 ], &[], true)]
 // AC4: reconcile now, with the source, and report the outcome.
 #[case::reconcile_app(&["flux:reconcile", "APP=odoo", "CLUSTER=apps"], &[
@@ -462,6 +466,7 @@ fn diff_exit_codes(#[case] rc: &str, #[case] ok: bool, #[case] says: &str) {
 #[case::subshell(&["flux:suspend", "APP=$(touch {marker})", "CLUSTER=apps"], "APP")]
 #[case::backticks(&["flux:reconcile", "APP=`touch {marker}`", "CLUSTER=apps"], "APP")]
 #[case::space(&["flux:suspend", "APP=odoo business", "CLUSTER=apps"], "APP")]
+#[case::timeout_not_a_duration(&["flux:reconcile", "APP=odoo", "CLUSTER=apps", "TIMEOUT=5m;touch {marker}"], "TIMEOUT")]
 #[case::newline(&["flux:suspend", "APP=odoo\ntouch {marker}", "CLUSTER=apps"], "APP")]
 #[case::uppercase(&["flux:resume", "APP=Odoo", "CLUSTER=apps"], "APP")]
 #[case::too_long_app(&["flux:suspend", "APP={long254}", "CLUSTER=apps"], "at most 253")]

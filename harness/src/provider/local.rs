@@ -317,13 +317,9 @@ impl Faults for LocalRunning {
                 .kwok
                 .component_pid("kube-apiserver")
                 .context("no kube-apiserver pid file")?;
-            nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            )?;
-            process::wait_for("kube-apiserver to exit", Duration::from_secs(30), || {
-                Ok((!Path::new(&format!("/proc/{pid}")).exists()).then_some(()))
-            })
+            // kube-apiserver stops listening at once on SIGTERM but lingers; SIGKILL after 5 s.
+            process::stop_pid(pid, Duration::from_secs(5));
+            Ok(())
         })
     }
 }
