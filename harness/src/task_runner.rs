@@ -78,6 +78,23 @@ impl TaskRunner {
         &self.repo_root
     }
 
+    /// `task <args>` as a `std::process::Command` with this runner's environment, no stdin and its
+    /// own process group (as a shell starts a foreground job), for callers that stream its output
+    /// or signal it themselves.
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.task_bin);
+        cmd.arg("--dir")
+            .arg(&self.repo_root)
+            .args(args)
+            .current_dir(&self.repo_root);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(std::process::Stdio::null());
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd
+    }
+
     /// Runs `task <args>` with no stdin (never a TTY, as in CI) and captures its output.
     pub fn run<S: AsRef<str>>(&self, args: &[S]) -> Result<TaskOutput> {
         self.run_with_stdin(args, None)

@@ -3,7 +3,6 @@
 //! is one test with sequential steps; each step's failure is collected and the test fails at the
 //! end naming all of them, so that a failing step does not hide the later ones.
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,24 +26,14 @@ fn run_bounded(
     args: &[&str],
     bound: Duration,
 ) -> anyhow::Result<Option<TaskOutput>> {
-    let root = harness::repo_root();
     let dir = tempfile::tempdir()?;
     let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let started = Instant::now();
-    let mut child = Command::new(env.toolchain.binary(Tool::Task, "task"))
-        .arg("--dir")
-        .arg(&root)
-        .args(args)
-        .current_dir(&root)
-        .env("KUBECONFIG", env.kubeconfig())
-        .env("PATH", env.toolchain.path_env())
-        .env("HTTPS_PROXY", "http://127.0.0.1:9")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
+    let mut child = env
+        .task()
+        .command(args)
         .stdout(std::fs::File::create(&out_path)?)
         .stderr(std::fs::File::create(&err_path)?)
-        .process_group(0)
         .spawn()?;
     let pgid = child.id();
     let status = loop {

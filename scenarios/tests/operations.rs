@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -17,7 +16,6 @@ use harness::assertions::{
 use harness::fixtures::Kind;
 use harness::provider::Environment;
 use harness::task_runner::TaskOutput;
-use harness::toolchain::Tool;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, DynamicObject, ListParams};
 use kube::discovery::ApiResource;
@@ -204,21 +202,11 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 /// `task` started as its own process group (as a shell starts a foreground job), so that a Ctrl-C
 /// (SIGINT to the group) reaches it and everything it started.
 fn spawn_task(env: &Environment, args: &[&str]) -> anyhow::Result<Child> {
-    let root = harness::repo_root();
-    Ok(Command::new(env.toolchain.binary(Tool::Task, "task"))
-        .arg("--dir")
-        .arg(&root)
-        .args(args)
-        .current_dir(&root)
-        .env("KUBECONFIG", env.kubeconfig())
-        .env("PATH", env.toolchain.path_env())
-        .env("HTTPS_PROXY", "http://127.0.0.1:9")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
+    Ok(env
+        .task()
+        .command(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .spawn()?)
 }
 

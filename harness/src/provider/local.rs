@@ -76,7 +76,7 @@ struct LocalRunning {
     git: Mutex<Option<GitServer>>,
     clusters: Mutex<Vec<LocalCluster>>,
     /// Held until the environment is gone.
-    _ports: PortBlock,
+    ports: PortBlock,
 }
 
 /// Starts both clusters; on failure everything started is stopped and the error names the logs.
@@ -134,7 +134,7 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
         state_dir: state_dir.clone(),
         git: Mutex::new(None),
         clusters: Mutex::new(Vec::new()),
-        _ports: ports,
+        ports,
     };
     let result = (|| -> Result<(PathBuf, crate::gitserver::FixturesRepo, StartReport)> {
         let (git, fixtures_repo) = GitServer::start(
@@ -383,6 +383,19 @@ impl Running for LocalRunning {
             git.stop();
         }
         process::reap_stale(&self.state_dir);
+        // A killed Go process can still hold its sockets for a moment after its pid looks gone
+        // (other threads still exiting): return only once every port is free again (bounded).
+        let _ = process::wait_for(
+            "the environment's ports to be free",
+            Duration::from_secs(15),
+            || {
+                Ok(self
+                    .ports
+                    .range()
+                    .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+                    .then_some(()))
+            },
+        );
     }
 }
 
