@@ -435,7 +435,7 @@ fn header(toolchain: &Toolchain) -> Result<String> {
         .collect::<Vec<_>>()
         .join(", ");
     Ok(format!(
-        "# Benchmarks\n\nWritten by `cargo run --release -p harness -- bench` on {} — machine: {cpu}, {cores} cores, {:.0} GiB; {versions}.\nMedians of repeated runs with their spread; every comparison is made in the same run, so read the ratios, not the absolute times.\n\n",
+        "# Benchmarks\n\nWritten by `cargo run -p harness -- bench` on {} — machine: {cpu}, {cores} cores, {:.0} GiB; {versions}.\nMedians of repeated runs with their spread; every comparison is made in the same run, so read the ratios, not the absolute times.\n\n",
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         mem_kib as f64 / 1024.0 / 1024.0
     ))
