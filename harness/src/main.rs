@@ -30,8 +30,8 @@ enum Command {
     /// Build the tools if needed, start both clusters with Flux and the fixtures, and keep them
     /// running until Ctrl-C or `harness down`.
     Up {
-        /// Which clusters: local (processes on this machine), kind (Docker) or existing
-        /// (HARNESS_KUBECONFIG; nothing is started).
+        /// Which clusters: local (processes on this machine), kind or k3s (Docker), or
+        /// existing (HARNESS_KUBECONFIG; nothing is started).
         #[arg(long, env = "HARNESS_PROVIDER", default_value = "local", value_parser = ProviderKind::parse)]
         provider: ProviderKind,
         /// First of the local environment's 41 consecutive ports on 127.0.0.1.

@@ -167,6 +167,14 @@ impl Versions {
             .map(String::as_str)
             .unwrap_or_else(|| panic!("toolchain/versions.yaml has no `{}` pin", tool.key()))
     }
+
+    /// A pin that is not a built tool (e.g. `k3s`, an image tag); fails naming the missing key.
+    pub fn pin(&self, key: &str) -> Result<&str> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .with_context(|| format!("toolchain/versions.yaml has no `{key}` pin: add one"))
+    }
 }
 
 /// The machine-wide cache of built tools.

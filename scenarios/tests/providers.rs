@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use harness::provider::ProviderKind;
 use harness::toolchain::{Tool, Toolchain};
+use rstest::rstest;
 
 const CLUSTERS: [&str; 2] = ["infra", "apps"];
 
@@ -318,23 +319,6 @@ fn provider_names_parse_and_an_unknown_one_names_the_fix() {
     );
 }
 
-#[test]
-fn k3s_says_plainly_that_it_is_not_implemented() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let e = format!(
-        "{:#}",
-        ProviderKind::K3s
-            .start(&state)
-            .err()
-            .expect("k3s must not start")
-    );
-    assert!(!e.contains('\n'), "{e}");
-    assert!(e.contains("HARNESS_PROVIDER=k3s is not implemented"), "{e}");
-    assert!(e.contains("use HARNESS_PROVIDER=kind"), "{e}");
-    assert!(!state.exists());
-}
-
 /// Where `child_start_provider_from_env` writes its outcome.
 const CHILD_OUT: &str = "PROVIDERS_TEST_CHILD_OUT";
 
@@ -421,29 +405,68 @@ fn no_process_refers_to(dir: &Path) {
     }
 }
 
-#[test]
-fn kind_without_a_running_docker_engine_fails_fast_in_one_line_and_creates_nothing() {
+/// How a case takes the Docker engine away: kind talks to it through the `docker` CLI (a stand-in
+/// whose engine is down goes first on PATH), k3s through the Docker API at `DOCKER_HOST` (pointed
+/// at a socket that does not exist, or a closed loopback port). Neither touches a real engine.
+#[derive(Debug, Clone, Copy)]
+enum NoEngine {
+    CliWithoutEngine,
+    MissingSocket,
+    ClosedPort,
+}
+
+#[rstest]
+#[case::kind(
+    "kind",
+    NoEngine::CliWithoutEngine,
+    "HARNESS_PROVIDER=kind needs a running Docker engine, but `docker info` failed (Cannot connect to the Docker daemon",
+    "): start a Docker engine (e.g. `sudo systemctl start docker`) or use HARNESS_PROVIDER=local"
+)]
+#[case::k3s_missing_socket(
+    "k3s",
+    NoEngine::MissingSocket,
+    "HARNESS_PROVIDER=k3s needs a running Docker engine, but none answered at unix:///",
+    "): start a Docker engine (e.g. `sudo systemctl start docker`), point DOCKER_HOST at one, or use HARNESS_PROVIDER=local"
+)]
+#[case::k3s_closed_port(
+    "k3s",
+    NoEngine::ClosedPort,
+    "HARNESS_PROVIDER=k3s needs a running Docker engine, but none answered at tcp://127.0.0.1:9 (",
+    "): start a Docker engine (e.g. `sudo systemctl start docker`), point DOCKER_HOST at one, or use HARNESS_PROVIDER=local"
+)]
+fn without_a_running_docker_engine_a_container_provider_fails_fast_in_one_line_and_creates_nothing(
+    #[case] provider: &str,
+    #[case] no_engine: NoEngine,
+    #[case] starts: &str,
+    #[case] ends: &str,
+) {
     let scratch = tempfile::tempdir().unwrap();
+    let socket = scratch.path().join("no-engine.sock");
     let path = path_with(&docker_dir(scratch.path(), DOCKER_NO_ENGINE));
-    let child = start_in_child(&[
-        ("HARNESS_PROVIDER", "kind".as_ref()),
-        ("PATH", path.as_os_str()),
-    ]);
+    let docker_host = match no_engine {
+        NoEngine::CliWithoutEngine => None,
+        NoEngine::MissingSocket => Some(format!("unix://{}", socket.display())),
+        NoEngine::ClosedPort => Some("tcp://127.0.0.1:9".to_string()),
+    };
+    let mut env: Vec<(&str, &std::ffi::OsStr)> = vec![("HARNESS_PROVIDER", provider.as_ref())];
+    match &docker_host {
+        None => env.push(("PATH", path.as_os_str())),
+        Some(host) => env.push(("DOCKER_HOST", host.as_ref())),
+    }
+    let child = start_in_child(&env);
     let e = child
         .text
         .strip_prefix("error: ")
-        .unwrap_or_else(|| panic!("kind started without Docker: {}", child.text));
+        .unwrap_or_else(|| panic!("{provider} started without Docker: {}", child.text));
     assert!(!e.contains('\n'), "not one line: {e}");
-    assert!(
-        e.starts_with(
-            "HARNESS_PROVIDER=kind needs a running Docker engine, but `docker info` failed ("
-        ),
-        "{e}"
-    );
-    assert!(
-        e.ends_with("start a Docker engine (e.g. `sudo systemctl start docker`) or use HARNESS_PROVIDER=local"),
-        "{e}"
-    );
+    assert!(e.starts_with(starts), "{e}");
+    assert!(e.ends_with(ends), "{e}");
+    if let Some(host) = &docker_host {
+        assert!(
+            e.contains(host.as_str()),
+            "the error names DOCKER_HOST: {e}"
+        );
+    }
     assert!(
         child.took < Duration::from_secs(60),
         "took {:?}",
@@ -451,7 +474,7 @@ fn kind_without_a_running_docker_engine_fails_fast_in_one_line_and_creates_nothi
     );
     assert!(
         !child.scratch.path().join("state").exists(),
-        "the kind provider created its state dir before failing"
+        "the {provider} provider created its state dir before failing"
     );
     no_process_refers_to(child.scratch.path());
 }

@@ -9,81 +9,24 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::containers::{self, ContainerOptions, FixturesServer, Kubectl, finish, run};
 use super::{Environment, Faults, Running};
-use crate::fixtures::{self, CLUSTERS};
-use crate::gitserver::{FixturesRepo, GitServer};
-use crate::process::PortBlock;
+use crate::fixtures::CLUSTERS;
 use crate::toolchain::{Tool, Toolchain};
-use crate::{apply, diagnostics};
 
-/// The four Flux controllers the release manifest installs (Deployments in `flux-system`).
-const CONTROLLERS: [Tool; 4] = [
-    Tool::SourceController,
-    Tool::KustomizeController,
-    Tool::HelmController,
-    Tool::NotificationController,
-];
-
-/// Environment variable naming a local copy of Flux's `install.yaml` (air-gapped runs).
-pub const FLUX_MANIFEST_ENV: &str = "HARNESS_FLUX_INSTALL_MANIFEST";
-
-/// How to start the kind environment.
-#[derive(Debug, Clone)]
-pub struct KindOptions {
-    /// Everything the environment writes: kubeconfigs, git server, logs.
-    pub state_dir: PathBuf,
-    /// Upper bound for one `kind create cluster` (node image pull included); kind itself waits
-    /// at most 120s for the control plane to be Ready.
-    pub create_timeout: Duration,
-    /// Upper bound for applying Flux and for each controller Deployment to be Available.
-    pub flux_timeout: Duration,
-    /// Upper bound for the fixtures of one cluster to become Ready (real images are pulled here).
-    pub ready_timeout: Duration,
-}
-
-impl KindOptions {
-    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            state_dir: state_dir.into(),
-            create_timeout: Duration::from_secs(600),
-            flux_timeout: Duration::from_secs(300),
-            ready_timeout: Duration::from_secs(600),
-        }
-    }
-}
+pub use super::containers::{FLUX_MANIFEST_ENV, flux_manifest};
 
 /// `kind-configs/<cluster>.yaml` of this checkout.
 pub fn config_path(cluster: &str) -> PathBuf {
     crate::repo_root()
         .join("kind-configs")
         .join(format!("{cluster}.yaml"))
-}
-
-/// Where Flux's install manifest comes from: `HARNESS_FLUX_INSTALL_MANIFEST` (a local file), else
-/// the release asset of the pinned flux version (`toolchain/versions.yaml`).
-pub fn flux_manifest(toolchain: &Toolchain) -> Result<String> {
-    match std::env::var_os(FLUX_MANIFEST_ENV) {
-        Some(path) if !path.is_empty() => {
-            let path = PathBuf::from(path);
-            if !path.is_file() {
-                bail!(
-                    "{FLUX_MANIFEST_ENV}={} does not exist: point it at a copy of Flux's install.yaml or unset it to download the release manifest",
-                    path.display()
-                );
-            }
-            Ok(path.to_string_lossy().into_owned())
-        }
-        _ => Ok(format!(
-            "https://github.com/fluxcd/flux2/releases/download/{}/install.yaml",
-            toolchain.versions().get(Tool::Flux)
-        )),
-    }
 }
 
 /// Fails with one line naming the problem and the fix unless a Docker engine answers.
@@ -123,48 +66,6 @@ fn on_path(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `expr` with stdout and stderr captured; `None` when it did not finish within `timeout`
-/// (it is killed then).
-fn finish(expr: duct::Expression, timeout: Duration) -> Result<Option<std::process::Output>> {
-    let handle = expr
-        .stdout_capture()
-        .stderr_capture()
-        .stdin_null()
-        .unchecked()
-        .start()?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(out) = handle.try_wait()? {
-            return Ok(Some(out.clone()));
-        }
-        if Instant::now() > deadline {
-            let _ = handle.kill();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Runs `expr` to completion within `timeout` (killed after it); returns trimmed stdout. On failure
-/// the error names `what`, the exit status and the last lines of stderr (or stdout).
-fn run(what: &str, expr: duct::Expression, timeout: Duration) -> Result<String> {
-    let Some(out) = finish(expr, timeout).with_context(|| format!("starting {what}"))? else {
-        bail!("{what} did not finish within {timeout:?} (killed)");
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() {
-        return Ok(stdout);
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    let text = if stderr.is_empty() { stdout } else { stderr };
-    let lines: Vec<&str> = text.lines().collect();
-    bail!(
-        "{what} failed ({}): {}",
-        out.status,
-        lines[lines.len().saturating_sub(5)..].join("\n")
-    )
-}
-
 /// The IPv4 gateway of the `kind` Docker network (created by the first `kind create cluster`).
 fn kind_network_gateway() -> Result<Ipv4Addr> {
     let out = run(
@@ -189,37 +90,23 @@ fn kind_network_gateway() -> Result<Ipv4Addr> {
 
 struct KindRunning {
     kind: PathBuf,
-    kubectl: PathBuf,
+    kubectl: Kubectl,
     state_dir: PathBuf,
     /// Clusters this run created (and therefore deletes); never one that existed before.
     created: Mutex<Vec<String>>,
-    git: Mutex<Option<GitServer>>,
-    /// Held until the environment is gone (the git server's port).
-    port: Mutex<Option<PortBlock>>,
+    fixtures: Mutex<Option<FixturesServer>>,
 }
 
 /// Creates both kind clusters, installs Flux and bootstraps the fixtures; on failure everything
 /// created is deleted again and the error names the diagnostics directory.
-pub fn start(options: &KindOptions) -> Result<Environment> {
+pub fn start(options: &ContainerOptions) -> Result<Environment> {
     // Fail fast, before anything is built or created.
     require_docker_engine()?;
-    for (cmd, fix) in [
-        ("git", "apt-get install -y git"),
-        ("lighttpd", "apt-get install -y lighttpd"),
-    ] {
-        if !on_path(cmd)
-            && !["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-                .iter()
-                .any(|d| Path::new(d).join(cmd).is_file())
-        {
-            bail!("HARNESS_PROVIDER=kind needs `{cmd}` for the fixtures git server: {fix}");
-        }
-    }
+    super::require_git_server_tools()?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kind, Tool::Kubernetes, Tool::Task, Tool::Flux])?;
     let manifest = flux_manifest(&toolchain)?;
     let kind = toolchain.binary(Tool::Kind, "kind");
-    let kubectl = toolchain.binary(Tool::Kubernetes, "kubectl");
 
     let existing = run(
         "kind get clusters",
@@ -236,110 +123,51 @@ pub fn start(options: &KindOptions) -> Result<Environment> {
     }
 
     let state_dir = options.state_dir.clone();
-    fs::create_dir_all(&state_dir)?;
-    let stale = crate::process::reap_stale(&state_dir);
-    if !stale.is_empty() {
-        eprintln!(
-            "harness: stopped {} processes left by an earlier run in {}: {}",
-            stale.len(),
-            state_dir.display(),
-            stale.join(", ")
-        );
-    }
-    for sub in ["git", "pids", "kind-logs", "kubeconfig"]
-        .into_iter()
-        .map(String::from)
-        .chain(CLUSTERS.iter().map(|c| format!("kind-{c}.kubeconfig")))
-    {
-        let p = state_dir.join(sub);
-        if p.is_dir() {
-            fs::remove_dir_all(&p)?;
-        } else if p.exists() {
-            fs::remove_file(&p)?;
-        }
-    }
+    super::fresh_state_dir(
+        &state_dir,
+        &["git", "pids", "kind-logs", "kubeconfig"]
+            .into_iter()
+            .map(String::from)
+            .chain(CLUSTERS.iter().map(|c| format!("kind-{c}.kubeconfig")))
+            .collect::<Vec<_>>(),
+    )?;
 
     let running = KindRunning {
-        kind: kind.clone(),
-        kubectl: kubectl.clone(),
+        kind,
+        kubectl: Kubectl {
+            kubectl: toolchain.binary(Tool::Kubernetes, "kubectl"),
+            kubeconfig: state_dir.join("kubeconfig"),
+        },
         state_dir: state_dir.clone(),
         created: Mutex::new(Vec::new()),
-        git: Mutex::new(None),
-        port: Mutex::new(None),
+        fixtures: Mutex::new(None),
     };
-    let kubeconfig = state_dir.join("kubeconfig");
-    let result = (|| -> Result<FixturesRepo> {
+    let result = (|| -> Result<_> {
         for cluster in CLUSTERS {
             running.create_cluster(cluster, options.create_timeout)?;
         }
-        running.merge_kubeconfigs(&kubeconfig)?;
-        // `kind create --wait` only warns when the node is not Ready in time.
-        for cluster in CLUSTERS {
-            run(
-                &format!("kubectl wait --for=condition=Ready nodes --all (context {cluster})"),
-                running.kubectl_args(
-                    cluster,
-                    &[
-                        "wait",
-                        "--for=condition=Ready",
-                        "nodes",
-                        "--all",
-                        "--timeout=180s",
-                    ],
-                ),
-                Duration::from_secs(210),
-            )?;
-        }
-
-        let gateway = kind_network_gateway()?;
-        let port = PortBlock::first_free(20000, 1)?;
-        let (git, fixtures_repo) = GitServer::start_on(
-            gateway,
-            &state_dir.join("git"),
-            &fixtures::gitops_dir(),
-            port.base,
-            &state_dir,
-        )
-        .with_context(|| {
-            format!("starting the fixtures git server on {gateway} (the `kind` network's gateway)")
-        })?;
-        *running.port.lock().unwrap() = Some(port);
-        *running.git.lock().unwrap() = Some(git);
-
-        for cluster in CLUSTERS {
-            running.install_flux(cluster, &manifest, options.flux_timeout)?;
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        for cluster in CLUSTERS {
-            let client = rt.block_on(apply::client_for(&kubeconfig, cluster))?;
-            rt.block_on(fixtures::bootstrap(
-                &client,
-                cluster,
-                fixtures_repo.url(),
-                options.ready_timeout,
-            ))
-            .with_context(|| format!("bootstrapping the fixtures on kind cluster {cluster}"))?;
-        }
-        Ok(fixtures_repo)
+        running.merge_kubeconfigs()?;
+        let (server, repo) = containers::bring_up(
+            &running.kubectl,
+            kind_network_gateway()?,
+            "`kind` Docker",
+            &manifest,
+            options,
+        )?;
+        *running.fixtures.lock().unwrap() = Some(server);
+        Ok(repo)
     })();
-    let fixtures = match result {
-        Ok(f) => f,
-        Err(e) => {
-            let dir = diagnostics::collect(
-                &kubectl,
-                &kubeconfig,
-                &CLUSTERS.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-                &running.log_paths(),
-                "kind-environment-start",
-            );
-            // `running` is dropped on return, which deletes the clusters this run created.
-            return Err(e.context(format!("diagnostics saved in {}", dir.display())));
-        }
-    };
+    // On an error `running` is dropped on return, which deletes the clusters this run created.
+    let fixtures = result.map_err(|e| {
+        containers::with_diagnostics(
+            e,
+            &running.kubectl,
+            &running.log_paths(),
+            "kind-environment-start",
+        )
+    })?;
     Ok(Environment {
-        kubeconfig,
+        kubeconfig: running.kubectl.kubeconfig.clone(),
         state_dir,
         fixtures: Some(fixtures),
         toolchain,
@@ -353,7 +181,8 @@ impl KindRunning {
     }
 
     /// `kind create cluster` from `kind-configs/<cluster>.yaml`; its output goes to
-    /// `<state>/kind-logs/create-<cluster>.log`.
+    /// `<state>/kind-logs/create-<cluster>.log`. `kind create --wait` only warns when the node is
+    /// not Ready in time: [`containers::bring_up`] waits for that.
     fn create_cluster(&self, cluster: &str, timeout: Duration) -> Result<()> {
         let log_dir = self.state_dir.join("kind-logs");
         fs::create_dir_all(&log_dir)?;
@@ -390,7 +219,7 @@ impl KindRunning {
         run(
             &format!("kubectl config rename-context kind-{cluster} {cluster}"),
             duct::cmd!(
-                &self.kubectl,
+                &self.kubectl.kubectl,
                 "--kubeconfig",
                 &kubeconfig,
                 "config",
@@ -404,64 +233,18 @@ impl KindRunning {
     }
 
     /// One kubeconfig with contexts `infra` and `apps` (`kubectl config view --flatten`).
-    fn merge_kubeconfigs(&self, out: &Path) -> Result<()> {
+    fn merge_kubeconfigs(&self) -> Result<()> {
         let paths: Vec<PathBuf> = CLUSTERS
             .iter()
             .map(|c| self.cluster_kubeconfig(c))
             .collect();
         let merged = run(
             "kubectl config view --flatten",
-            duct::cmd!(&self.kubectl, "config", "view", "--flatten")
+            duct::cmd!(&self.kubectl.kubectl, "config", "view", "--flatten")
                 .env("KUBECONFIG", std::env::join_paths(&paths)?),
             Duration::from_secs(30),
         )?;
-        fs::write(out, merged + "\n")?;
-        Ok(())
-    }
-
-    /// kubectl on the merged kubeconfig, context `cluster`.
-    fn kubectl_args(&self, cluster: &str, args: &[&str]) -> duct::Expression {
-        let mut all: Vec<std::ffi::OsString> = vec![
-            "--kubeconfig".into(),
-            self.state_dir.join("kubeconfig").into(),
-            "--context".into(),
-            cluster.into(),
-        ];
-        all.extend(args.iter().map(Into::into));
-        duct::cmd(&self.kubectl, all)
-    }
-
-    /// `kubectl apply --server-side -f <manifest>`, then every controller Deployment Available.
-    fn install_flux(&self, cluster: &str, manifest: &str, timeout: Duration) -> Result<()> {
-        run(
-            &format!("kubectl apply --server-side -f {manifest} (context {cluster})"),
-            self.kubectl_args(cluster, &["apply", "--server-side", "-f", manifest]),
-            timeout,
-        )
-        .with_context(|| format!("installing Flux on kind cluster {cluster}"))?;
-        self.wait_controllers(cluster, timeout)
-    }
-
-    fn wait_controllers(&self, cluster: &str, timeout: Duration) -> Result<()> {
-        let limit = format!("--timeout={}s", timeout.as_secs());
-        for controller in CONTROLLERS {
-            let deployment = format!("deployment/{}", controller.key());
-            run(
-                &format!("kubectl rollout status {deployment} -n flux-system (context {cluster})"),
-                self.kubectl_args(
-                    cluster,
-                    &[
-                        "rollout",
-                        "status",
-                        &deployment,
-                        "-n",
-                        "flux-system",
-                        &limit,
-                    ],
-                ),
-                timeout + Duration::from_secs(30),
-            )?;
-        }
+        fs::write(&self.kubectl.kubeconfig, merged + "\n")?;
         Ok(())
     }
 
@@ -481,65 +264,12 @@ impl KindRunning {
 }
 
 impl Faults for KindRunning {
-    /// Scales the controller's Deployment to 0 and waits until its pods are gone.
     fn stop_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
-        let deployment = format!("deployment/{}", controller.key());
-        let selector = format!("app={}", controller.key());
-        run(
-            &format!("kubectl scale {deployment} --replicas=0"),
-            self.kubectl_args(
-                cluster,
-                &["scale", &deployment, "-n", "flux-system", "--replicas=0"],
-            ),
-            Duration::from_secs(30),
-        )?;
-        run(
-            &format!("waiting for the {} pods to go", controller.key()),
-            self.kubectl_args(
-                cluster,
-                &[
-                    "wait",
-                    "--for=delete",
-                    "pod",
-                    "-l",
-                    &selector,
-                    "-n",
-                    "flux-system",
-                    "--timeout=90s",
-                ],
-            ),
-            Duration::from_secs(120),
-        )?;
-        Ok(())
+        self.kubectl.stop_controller(cluster, controller)
     }
 
-    /// Scales the Deployment back to 1 and waits until it is Available.
     fn start_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
-        let deployment = format!("deployment/{}", controller.key());
-        run(
-            &format!("kubectl scale {deployment} --replicas=1"),
-            self.kubectl_args(
-                cluster,
-                &["scale", &deployment, "-n", "flux-system", "--replicas=1"],
-            ),
-            Duration::from_secs(30),
-        )?;
-        run(
-            &format!("kubectl rollout status {deployment}"),
-            self.kubectl_args(
-                cluster,
-                &[
-                    "rollout",
-                    "status",
-                    &deployment,
-                    "-n",
-                    "flux-system",
-                    "--timeout=180s",
-                ],
-            ),
-            Duration::from_secs(210),
-        )?;
-        Ok(())
+        self.kubectl.start_controller(cluster, controller)
     }
 
     /// Moves the kube-apiserver static pod manifest out of the node's manifest directory (the
@@ -558,22 +288,7 @@ impl Faults for KindRunning {
             ),
             Duration::from_secs(30),
         )?;
-        crate::process::wait_for(
-            &format!("the API server of {cluster} to stop"),
-            Duration::from_secs(120),
-            || {
-                let answers = run(
-                    "kubectl get --raw /readyz",
-                    self.kubectl_args(
-                        cluster,
-                        &["--request-timeout=3s", "get", "--raw", "/readyz"],
-                    ),
-                    Duration::from_secs(10),
-                )
-                .is_ok();
-                Ok((!answers).then_some(()))
-            },
-        )
+        self.kubectl.wait_api_down(cluster)
     }
 }
 
@@ -588,7 +303,7 @@ impl Running for KindRunning {
 
     fn processes(&self) -> Vec<(String, u32)> {
         // The clusters are containers, not processes of ours; only the git server is.
-        self.git
+        self.fixtures
             .lock()
             .unwrap()
             .as_ref()
@@ -597,11 +312,8 @@ impl Running for KindRunning {
     }
 
     fn health(&self) -> Result<()> {
-        if let Some(git) = self.git.lock().unwrap().as_ref() {
-            let pid = git.pid();
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                bail!("the fixtures git server (pid {pid}) died");
-            }
+        if let Some(server) = self.fixtures.lock().unwrap().as_ref() {
+            server.health()?;
         }
         for cluster in self.created.lock().unwrap().iter() {
             let node = format!("{cluster}-control-plane");
@@ -639,10 +351,9 @@ impl Running for KindRunning {
                 );
             }
         }
-        if let Some(mut git) = self.git.lock().unwrap().take() {
-            git.stop();
+        if let Some(server) = self.fixtures.lock().unwrap().take() {
+            server.stop();
         }
-        self.port.lock().unwrap().take();
     }
 }
 

@@ -15,7 +15,6 @@ use crate::flux::{self, FluxControllers};
 use crate::gitserver::GitServer;
 use crate::kwok::{self, ClusterPorts, KwokCluster};
 use crate::process::{self, PortBlock};
-use crate::toolchain;
 use crate::toolchain::{Tool, Toolchain};
 use crate::{apply, diagnostics};
 
@@ -85,37 +84,13 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;
     let toolchain_time = started.elapsed();
-    for (cmd, fix) in [
-        ("git", "apt-get install -y git"),
-        ("lighttpd", "apt-get install -y lighttpd"),
-    ] {
-        if !["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(cmd).is_file())
-        {
-            toolchain::require_command(cmd, fix)?;
-        }
-    }
+    super::require_git_server_tools()?;
 
     let state_dir = options.state_dir.clone();
-    fs::create_dir_all(&state_dir)?;
-    let stale = process::reap_stale(&state_dir);
-    if !stale.is_empty() {
-        eprintln!(
-            "harness: stopped {} processes left by an earlier run in {}: {}",
-            stale.len(),
-            state_dir.display(),
-            stale.join(", ")
-        );
-    }
-    for sub in ["clusters", "git", "pids", "kubeconfig"] {
-        let p = state_dir.join(sub);
-        if p.is_dir() {
-            fs::remove_dir_all(&p)?;
-        } else if p.exists() {
-            fs::remove_file(&p)?;
-        }
-    }
+    super::fresh_state_dir(
+        &state_dir,
+        &["clusters", "git", "pids", "kubeconfig"].map(String::from),
+    )?;
 
     let ports = match options.port_base {
         Some(base) => PortBlock::reserve(

@@ -1,10 +1,14 @@
 //! Cluster providers: what creates the `infra` and `apps` clusters with Flux and the fixtures.
 //! Every provider hands back the same [`Environment`], so the scenarios do not care which one ran.
 
+pub mod containers;
 pub mod existing;
+#[cfg(feature = "k3s")]
+pub mod k3s;
 pub mod kind;
 pub mod local;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -84,12 +88,63 @@ impl ProviderKind {
         match self {
             Self::Local => Ok(local::start(&local::LocalOptions::new(state_dir))?.0),
             Self::Existing => existing::start(existing::kubeconfig_from_env()?),
-            Self::Kind => kind::start(&kind::KindOptions::new(state_dir)),
-            Self::K3s => anyhow::bail!(
-                "HARNESS_PROVIDER=k3s is not implemented (the k3s provider, testcontainers' k3s module, is not built): use HARNESS_PROVIDER=kind where Docker runs, or local"
-            ),
+            Self::Kind => kind::start(&containers::ContainerOptions::new(state_dir)),
+            Self::K3s => start_k3s(state_dir),
         }
     }
+}
+
+#[cfg(feature = "k3s")]
+fn start_k3s(state_dir: &Path) -> Result<Environment> {
+    k3s::start(&containers::ContainerOptions::new(state_dir))
+}
+
+#[cfg(not(feature = "k3s"))]
+fn start_k3s(_state_dir: &Path) -> Result<Environment> {
+    anyhow::bail!(
+        "HARNESS_PROVIDER=k3s needs the harness's `k3s` cargo feature, which this build left out: build without --no-default-features (or with --features harness/k3s), or use HARNESS_PROVIDER=local"
+    )
+}
+
+/// Stops what an earlier run left in `state_dir` (the processes it recorded, by pid, saying so)
+/// and removes `entries` (files or directories) from it, so that a start begins clean.
+pub(crate) fn fresh_state_dir(state_dir: &Path, entries: &[String]) -> Result<()> {
+    fs::create_dir_all(state_dir)?;
+    let stale = crate::process::reap_stale(state_dir);
+    if !stale.is_empty() {
+        eprintln!(
+            "harness: stopped {} processes left by an earlier run in {}: {}",
+            stale.len(),
+            state_dir.display(),
+            stale.join(", ")
+        );
+    }
+    for entry in entries {
+        let p = state_dir.join(entry);
+        if p.is_dir() {
+            fs::remove_dir_all(&p)?;
+        } else if p.exists() {
+            fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// The fixtures git server runs `lighttpd` with `git http-backend`: fails in one line naming the
+/// package to install when either is missing (sbin directories count even when not on PATH).
+pub(crate) fn require_git_server_tools() -> Result<()> {
+    for (cmd, fix) in [
+        ("git", "apt-get install -y git"),
+        ("lighttpd", "apt-get install -y lighttpd"),
+    ] {
+        if !["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(cmd).is_file())
+        {
+            crate::toolchain::require_command(cmd, fix)?;
+        }
+    }
+    Ok(())
 }
 
 impl Environment {

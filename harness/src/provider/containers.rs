@@ -1,0 +1,338 @@
+//! What the providers whose clusters run in Docker containers (`kind`, `k3s`) share once their
+//! clusters exist: bounded commands, Flux from its release manifest, the fixtures git server on a
+//! Docker network's gateway (the one address both this host and the cluster's pods reach), the
+//! fixtures bootstrap, and the faults done through kubectl (scaling a controller to 0 and back).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::fixtures::{self, CLUSTERS};
+use crate::gitserver::{FixturesRepo, GitServer};
+use crate::process::PortBlock;
+use crate::toolchain::{Tool, Toolchain};
+use crate::{apply, diagnostics};
+
+/// The four Flux controllers the release manifest installs (Deployments in `flux-system`).
+const CONTROLLERS: [Tool; 4] = [
+    Tool::SourceController,
+    Tool::KustomizeController,
+    Tool::HelmController,
+    Tool::NotificationController,
+];
+
+/// Environment variable naming a local copy of Flux's `install.yaml` (air-gapped runs).
+pub const FLUX_MANIFEST_ENV: &str = "HARNESS_FLUX_INSTALL_MANIFEST";
+
+/// Bounds of a container provider's start.
+#[derive(Debug, Clone)]
+pub struct ContainerOptions {
+    /// Everything the environment writes: kubeconfigs, git server, logs.
+    pub state_dir: PathBuf,
+    /// Upper bound for creating one cluster (node image pull included).
+    pub create_timeout: Duration,
+    /// Upper bound for applying Flux and for each controller Deployment to be Available.
+    pub flux_timeout: Duration,
+    /// Upper bound for the fixtures of one cluster to become Ready (real images are pulled here).
+    pub ready_timeout: Duration,
+}
+
+impl ContainerOptions {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            create_timeout: Duration::from_secs(600),
+            flux_timeout: Duration::from_secs(300),
+            ready_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Where Flux's install manifest comes from: `HARNESS_FLUX_INSTALL_MANIFEST` (a local file), else
+/// the release asset of the pinned flux version (`toolchain/versions.yaml`).
+pub fn flux_manifest(toolchain: &Toolchain) -> Result<String> {
+    match std::env::var_os(FLUX_MANIFEST_ENV) {
+        Some(path) if !path.is_empty() => {
+            let path = PathBuf::from(path);
+            if !path.is_file() {
+                bail!(
+                    "{FLUX_MANIFEST_ENV}={} does not exist: point it at a copy of Flux's install.yaml or unset it to download the release manifest",
+                    path.display()
+                );
+            }
+            Ok(path.to_string_lossy().into_owned())
+        }
+        _ => Ok(format!(
+            "https://github.com/fluxcd/flux2/releases/download/{}/install.yaml",
+            toolchain.versions().get(Tool::Flux)
+        )),
+    }
+}
+
+/// Runs `expr` with stdout and stderr captured; `None` when it did not finish within `timeout`
+/// (it is killed then).
+pub(crate) fn finish(
+    expr: duct::Expression,
+    timeout: Duration,
+) -> Result<Option<std::process::Output>> {
+    let handle = expr
+        .stdout_capture()
+        .stderr_capture()
+        .stdin_null()
+        .unchecked()
+        .start()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(out) = handle.try_wait()? {
+            return Ok(Some(out.clone()));
+        }
+        if Instant::now() > deadline {
+            let _ = handle.kill();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Runs `expr` to completion within `timeout` (killed after it); returns trimmed stdout. On failure
+/// the error names `what`, the exit status and the last lines of stderr (or stdout).
+pub(crate) fn run(what: &str, expr: duct::Expression, timeout: Duration) -> Result<String> {
+    let Some(out) = finish(expr, timeout).with_context(|| format!("starting {what}"))? else {
+        bail!("{what} did not finish within {timeout:?} (killed)");
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() {
+        return Ok(stdout);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let text = if stderr.is_empty() { stdout } else { stderr };
+    let lines: Vec<&str> = text.lines().collect();
+    bail!(
+        "{what} failed ({}): {}",
+        out.status,
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    )
+}
+
+/// kubectl on the environment's merged kubeconfig (contexts `infra` and `apps`).
+#[derive(Debug, Clone)]
+pub(crate) struct Kubectl {
+    pub kubectl: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// `kubectl --kubeconfig <merged> --context <cluster> <args>`.
+    pub fn cmd(&self, cluster: &str, args: &[&str]) -> duct::Expression {
+        let mut all: Vec<std::ffi::OsString> = vec![
+            "--kubeconfig".into(),
+            self.kubeconfig.clone().into(),
+            "--context".into(),
+            cluster.into(),
+        ];
+        all.extend(args.iter().map(Into::into));
+        duct::cmd(&self.kubectl, all)
+    }
+
+    /// [`Kubectl::cmd`] run within `timeout`; the error names the command and the context.
+    pub fn run(&self, cluster: &str, args: &[&str], timeout: Duration) -> Result<String> {
+        run(
+            &format!("kubectl {} (context {cluster})", args.join(" ")),
+            self.cmd(cluster, args),
+            timeout,
+        )
+    }
+
+    /// Every node of `cluster` Ready (cluster creation may return before that).
+    pub fn wait_nodes_ready(&self, cluster: &str) -> Result<()> {
+        self.run(
+            cluster,
+            &[
+                "wait",
+                "--for=condition=Ready",
+                "nodes",
+                "--all",
+                "--timeout=180s",
+            ],
+            Duration::from_secs(210),
+        )
+        .map(drop)
+    }
+
+    /// `kubectl apply --server-side -f <manifest>`, then every controller Deployment Available.
+    pub fn install_flux(&self, cluster: &str, manifest: &str, timeout: Duration) -> Result<()> {
+        self.run(
+            cluster,
+            &["apply", "--server-side", "-f", manifest],
+            timeout,
+        )
+        .with_context(|| format!("installing Flux on cluster {cluster}"))?;
+        for controller in CONTROLLERS {
+            self.rollout(cluster, controller, timeout)?;
+        }
+        Ok(())
+    }
+
+    fn rollout(&self, cluster: &str, controller: Tool, timeout: Duration) -> Result<()> {
+        let deployment = format!("deployment/{}", controller.key());
+        let limit = format!("--timeout={}s", timeout.as_secs());
+        self.run(
+            cluster,
+            &[
+                "rollout",
+                "status",
+                &deployment,
+                "-n",
+                "flux-system",
+                &limit,
+            ],
+            timeout + Duration::from_secs(30),
+        )
+        .map(drop)
+    }
+
+    /// Scales the controller's Deployment to 0 and waits until its pods are gone.
+    pub fn stop_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
+        self.scale(cluster, controller, 0)?;
+        let selector = format!("app={}", controller.key());
+        self.run(
+            cluster,
+            &[
+                "wait",
+                "--for=delete",
+                "pod",
+                "-l",
+                &selector,
+                "-n",
+                "flux-system",
+                "--timeout=90s",
+            ],
+            Duration::from_secs(120),
+        )
+        .map(drop)
+    }
+
+    /// Scales the controller's Deployment back to 1 and waits until it is Available.
+    pub fn start_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
+        self.scale(cluster, controller, 1)?;
+        self.rollout(cluster, controller, Duration::from_secs(180))
+    }
+
+    fn scale(&self, cluster: &str, controller: Tool, replicas: u8) -> Result<()> {
+        let deployment = format!("deployment/{}", controller.key());
+        let replicas = format!("--replicas={replicas}");
+        self.run(
+            cluster,
+            &["scale", &deployment, "-n", "flux-system", &replicas],
+            Duration::from_secs(30),
+        )
+        .map(drop)
+    }
+
+    /// Waits (at most 2 minutes) until the API server of `cluster` no longer answers `/readyz`.
+    pub fn wait_api_down(&self, cluster: &str) -> Result<()> {
+        crate::process::wait_for(
+            &format!("the API server of {cluster} to stop"),
+            Duration::from_secs(120),
+            || {
+                let answers = self
+                    .run(
+                        cluster,
+                        &["--request-timeout=3s", "get", "--raw", "/readyz"],
+                        Duration::from_secs(10),
+                    )
+                    .is_ok();
+                Ok((!answers).then_some(()))
+            },
+        )
+    }
+}
+
+/// The fixtures git server of a container environment, and the port block it holds.
+pub(crate) struct FixturesServer {
+    git: GitServer,
+    _port: PortBlock,
+}
+
+impl FixturesServer {
+    pub fn pid(&self) -> u32 {
+        self.git.pid()
+    }
+
+    /// Fails naming the server when its process died.
+    pub fn health(&self) -> Result<()> {
+        let pid = self.git.pid();
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("the fixtures git server (pid {pid}) died");
+        }
+        Ok(())
+    }
+
+    pub fn stop(mut self) {
+        self.git.stop();
+    }
+}
+
+/// Waits for the nodes, serves the fixtures on `gateway` (`network` names it in errors), installs
+/// Flux from `manifest` and bootstraps the fixtures on both clusters: everything a container
+/// provider does once its clusters exist and `kubectl` reaches them.
+pub(crate) fn bring_up(
+    kubectl: &Kubectl,
+    gateway: Ipv4Addr,
+    network: &str,
+    manifest: &str,
+    options: &ContainerOptions,
+) -> Result<(FixturesServer, FixturesRepo)> {
+    for cluster in CLUSTERS {
+        kubectl.wait_nodes_ready(cluster)?;
+    }
+    let port = PortBlock::first_free(20000, 1)?;
+    let (git, repo) = GitServer::start_on(
+        gateway,
+        &options.state_dir.join("git"),
+        &fixtures::gitops_dir(),
+        port.base,
+        &options.state_dir,
+    )
+    .with_context(|| {
+        format!("starting the fixtures git server on {gateway} (the {network} network's gateway)")
+    })?;
+    let server = FixturesServer { git, _port: port };
+    for cluster in CLUSTERS {
+        kubectl.install_flux(cluster, manifest, options.flux_timeout)?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for cluster in CLUSTERS {
+        let client = rt.block_on(apply::client_for(&kubectl.kubeconfig, cluster))?;
+        rt.block_on(fixtures::bootstrap(
+            &client,
+            cluster,
+            repo.url(),
+            options.ready_timeout,
+        ))
+        .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))?;
+    }
+    Ok((server, repo))
+}
+
+/// Saves the clusters' state and `logs` under `target/harness-diagnostics/<label>` and adds the
+/// place to `error`.
+pub(crate) fn with_diagnostics(
+    error: anyhow::Error,
+    kubectl: &Kubectl,
+    logs: &[PathBuf],
+    label: &str,
+) -> anyhow::Error {
+    let dir = diagnostics::collect(
+        &kubectl.kubectl,
+        &kubectl.kubeconfig,
+        &CLUSTERS.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        logs,
+        label,
+    );
+    error.context(format!("diagnostics saved in {}", dir.display()))
+}

@@ -1,0 +1,512 @@
+//! The `k3s` provider (`HARNESS_PROVIDER=k3s`; the harness's default cargo feature `k3s`): the
+//! `infra` and `apps` clusters as two k3s containers started through testcontainers' k3s module
+//! (image `rancher/k3s:<k3s pin of toolchain/versions.yaml>`), each API server published on
+//! 127.0.0.1 only, Flux from its release manifest, and the fixtures served by the harness's git
+//! server on the gateway of the containers' Docker network, which their pods reach.
+//!
+//! It needs a Docker engine that runs privileged containers (what k3s in Docker needs) and network
+//! access (k3s image, Flux manifest and images). Without an engine it fails at once, before
+//! anything is created. The containers carry the label [`STATE_LABEL`] = the state directory, so a
+//! run that died without tearing down is cleaned up by the next start in the same directory.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use kube::config::Kubeconfig;
+use testcontainers_modules::k3s::{K3s, KUBE_SECURE_PORT};
+use testcontainers_modules::testcontainers::bollard::Docker;
+use testcontainers_modules::testcontainers::bollard::models::{HostConfig, PortBinding};
+use testcontainers_modules::testcontainers::bollard::query_parameters::{
+    ListContainersOptions, RemoveContainerOptions,
+};
+use testcontainers_modules::testcontainers::runners::SyncRunner;
+use testcontainers_modules::testcontainers::{Container, ImageExt};
+
+use super::containers::{self, ContainerOptions, FixturesServer, Kubectl};
+use super::{Environment, Faults, Running};
+use crate::fixtures::CLUSTERS;
+use crate::toolchain::{Tool, Toolchain};
+
+/// Label on every container of this provider; its value is the environment's state directory.
+pub const STATE_LABEL: &str = "io.k8s-ops.harness.state-dir";
+
+/// The k3s image, `rancher/k3s:<tag>`, from the `k3s` pin of `toolchain/versions.yaml`.
+pub fn image(toolchain: &Toolchain) -> Result<String> {
+    Ok(format!("rancher/k3s:{}", toolchain.versions().pin("k3s")?))
+}
+
+/// Runs `fut` on a runtime of its own with a Docker API client (`DOCKER_HOST`, else the default
+/// socket), bounded by `timeout`.
+fn with_docker<T>(timeout: Duration, fut: impl AsyncFnOnce(Docker) -> Result<T>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let docker = Docker::connect_with_defaults()?;
+        tokio::time::timeout(timeout, fut(docker))
+            .await
+            .with_context(|| format!("the Docker engine did not answer within {timeout:?}"))?
+    })
+}
+
+/// Fails with one line naming the problem and the fix unless a Docker engine answers.
+pub fn require_docker_engine() -> Result<()> {
+    if let Err(e) = with_docker(Duration::from_secs(30), async |docker| {
+        docker.ping().await?;
+        Ok(())
+    }) {
+        let why = format!("{e:#}").replace('\n', " ");
+        bail!(
+            "HARNESS_PROVIDER=k3s needs a running Docker engine, but none answered at {} ({why}): start a Docker engine (e.g. `sudo systemctl start docker`), point DOCKER_HOST at one, or use HARNESS_PROVIDER=local",
+            docker_host()
+        );
+    }
+    Ok(())
+}
+
+/// Where the Docker client connects: `DOCKER_HOST`, else the default socket.
+fn docker_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string())
+}
+
+/// Publishes only the API server port, on 127.0.0.1 and a port Docker picks (testcontainers would
+/// publish every exposed port on all interfaces).
+pub fn publish_api_on_loopback(host: &mut HostConfig) {
+    host.publish_all_ports = Some(false);
+    host.port_bindings = Some(HashMap::from([(
+        KUBE_SECURE_PORT.to_string(),
+        Some(vec![PortBinding {
+            host_ip: Some("127.0.0.1".to_string()),
+            host_port: Some(String::new()),
+        }]),
+    )]));
+}
+
+/// `k3s.yaml` (cluster, context and user all named `default`, server `https://127.0.0.1:6443`)
+/// as the kubeconfig of `cluster`: every name `cluster`, the server on the published `port`.
+pub fn cluster_kubeconfig(cluster: &str, k3s_yaml: &str, port: u16) -> Result<Kubeconfig> {
+    let mut config = Kubeconfig::from_yaml(k3s_yaml).context("parsing k3s.yaml")?;
+    if config.clusters.len() != 1 || config.contexts.len() != 1 || config.auth_infos.len() != 1 {
+        bail!(
+            "k3s.yaml of {cluster} has {} clusters, {} contexts and {} users; expected one of each",
+            config.clusters.len(),
+            config.contexts.len(),
+            config.auth_infos.len()
+        );
+    }
+    let named = &mut config.clusters[0];
+    named.name = cluster.to_string();
+    named
+        .cluster
+        .as_mut()
+        .context("k3s.yaml has a cluster entry without a cluster")?
+        .server = Some(format!("https://127.0.0.1:{port}"));
+    config.auth_infos[0].name = cluster.to_string();
+    let context = &mut config.contexts[0];
+    context.name = cluster.to_string();
+    let inner = context
+        .context
+        .as_mut()
+        .context("k3s.yaml has a context entry without a context")?;
+    inner.cluster = cluster.to_string();
+    inner.user = Some(cluster.to_string());
+    config.current_context = None;
+    Ok(config)
+}
+
+/// One kubeconfig holding every `(cluster, k3s.yaml, published port)`, contexts named by cluster.
+pub fn merged_kubeconfig(parts: &[(&str, String, u16)]) -> Result<String> {
+    let mut merged = Kubeconfig::default();
+    for (cluster, k3s_yaml, port) in parts {
+        merged = merged.merge(cluster_kubeconfig(cluster, k3s_yaml, *port)?)?;
+    }
+    Ok(serde_yaml::to_string(&merged)?)
+}
+
+struct K3sCluster {
+    name: String,
+    container: Container<K3s>,
+}
+
+struct K3sRunning {
+    kubectl: Kubectl,
+    state_dir: PathBuf,
+    clusters: Mutex<Vec<K3sCluster>>,
+    fixtures: Mutex<Option<FixturesServer>>,
+}
+
+/// Starts both k3s containers, installs Flux and bootstraps the fixtures; on failure everything
+/// started is removed again and the error names the diagnostics directory.
+pub fn start(options: &ContainerOptions) -> Result<Environment> {
+    // Fail fast, before anything is built or created.
+    require_docker_engine()?;
+    super::require_git_server_tools()?;
+    let toolchain = Toolchain::from_env()?;
+    toolchain.ensure(&[Tool::Kubernetes, Tool::Task, Tool::Flux])?;
+    let manifest = containers::flux_manifest(&toolchain)?;
+    let image = image(&toolchain)?;
+
+    let state_dir = options.state_dir.clone();
+    super::fresh_state_dir(
+        &state_dir,
+        &["git", "pids", "k3s-logs", "kubeconfig"]
+            .into_iter()
+            .map(String::from)
+            .chain(CLUSTERS.iter().map(|c| format!("k3s-{c}")))
+            .collect::<Vec<_>>(),
+    )?;
+    remove_stale_containers(&state_dir)?;
+
+    let running = K3sRunning {
+        kubectl: Kubectl {
+            kubectl: toolchain.binary(Tool::Kubernetes, "kubectl"),
+            kubeconfig: state_dir.join("kubeconfig"),
+        },
+        state_dir: state_dir.clone(),
+        clusters: Mutex::new(Vec::new()),
+        fixtures: Mutex::new(None),
+    };
+    let result = (|| -> Result<_> {
+        for cluster in CLUSTERS {
+            running.start_cluster(cluster, &image, options.create_timeout)?;
+        }
+        running.write_kubeconfig()?;
+        let (server, repo) = containers::bring_up(
+            &running.kubectl,
+            running.gateway()?,
+            "containers' Docker",
+            &manifest,
+            options,
+        )?;
+        *running.fixtures.lock().unwrap() = Some(server);
+        Ok(repo)
+    })();
+    // On an error `running` is dropped on return, which removes the containers started.
+    let fixtures = result.map_err(|e| {
+        containers::with_diagnostics(
+            e,
+            &running.kubectl,
+            &running.log_paths(),
+            "k3s-environment-start",
+        )
+    })?;
+    Ok(Environment {
+        kubeconfig: running.kubectl.kubeconfig.clone(),
+        state_dir,
+        fixtures: Some(fixtures),
+        toolchain,
+        running: Box::new(running),
+    })
+}
+
+/// Removes the containers an earlier run in `state_dir` left behind (it died without teardown).
+fn remove_stale_containers(state_dir: &Path) -> Result<()> {
+    let label = format!("{STATE_LABEL}={}", state_dir.display());
+    let removed = with_docker(Duration::from_secs(120), async |docker| {
+        let stale = docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([("label".to_string(), vec![label])])),
+                ..Default::default()
+            }))
+            .await?;
+        let mut removed = Vec::new();
+        for id in stale.into_iter().filter_map(|c| c.id) {
+            docker
+                .remove_container(
+                    &id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        v: true,
+                        ..Default::default()
+                    }),
+                )
+                .await?;
+            removed.push(id);
+        }
+        Ok(removed)
+    })
+    .context("removing the k3s containers of an earlier run")?;
+    if !removed.is_empty() {
+        eprintln!(
+            "harness: removed {} k3s containers left by an earlier run in {}",
+            removed.len(),
+            state_dir.display()
+        );
+    }
+    Ok(())
+}
+
+impl K3sRunning {
+    fn conf_dir(&self, cluster: &str) -> PathBuf {
+        self.state_dir.join(format!("k3s-{cluster}"))
+    }
+
+    /// One k3s server container (`--node-name=<cluster>`, traefik left out: Flux needs no ingress),
+    /// waited for by the module's readiness line within `timeout` (image pull included).
+    fn start_cluster(&self, cluster: &str, image: &str, timeout: Duration) -> Result<()> {
+        let conf = self.conf_dir(cluster);
+        fs::create_dir_all(&conf)?;
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
+        let container = K3s::default()
+            .with_conf_mount(&conf)
+            .with_tag(tag)
+            .with_cmd([
+                "server".to_string(),
+                "--snapshotter=native".to_string(),
+                "--disable=traefik".to_string(),
+                format!("--node-name={cluster}"),
+            ])
+            .with_container_name(format!("k8s-ops-{cluster}-{}", std::process::id()))
+            .with_label(STATE_LABEL, self.state_dir.display().to_string())
+            .with_privileged(true)
+            .with_userns_mode("host")
+            .with_startup_timeout(timeout)
+            .with_host_config_modifier(publish_api_on_loopback)
+            .start()
+            .with_context(|| format!("starting the k3s container of {cluster} ({image})"))?;
+        self.clusters.lock().unwrap().push(K3sCluster {
+            name: cluster.to_string(),
+            container,
+        });
+        Ok(())
+    }
+
+    /// The merged kubeconfig, from each container's `k3s.yaml` and published API port.
+    fn write_kubeconfig(&self) -> Result<()> {
+        let clusters = self.clusters.lock().unwrap();
+        let mut parts = Vec::new();
+        for c in clusters.iter() {
+            let port = c.container.get_host_port_ipv4(KUBE_SECURE_PORT)?;
+            let yaml = crate::process::wait_for(
+                &format!("{}/k3s.yaml", self.conf_dir(&c.name).display()),
+                Duration::from_secs(60),
+                || Ok(c.container.image().read_kube_config().ok()),
+            )?;
+            parts.push((c.name.as_str(), yaml, port));
+        }
+        fs::write(&self.kubectl.kubeconfig, merged_kubeconfig(&parts)?)?;
+        Ok(())
+    }
+
+    /// The IPv4 gateway of the first container's Docker network (both are on the same one).
+    fn gateway(&self) -> Result<Ipv4Addr> {
+        let id = self.clusters.lock().unwrap()[0].container.id().to_string();
+        let gateways = with_docker(Duration::from_secs(30), async |docker| {
+            let inspect = docker.inspect_container(&id, None).await?;
+            Ok(inspect
+                .network_settings
+                .and_then(|n| n.networks)
+                .unwrap_or_default()
+                .into_values()
+                .filter_map(|e| e.gateway)
+                .collect::<Vec<_>>())
+        })?;
+        gateways
+            .iter()
+            .find_map(|g| g.parse::<Ipv4Addr>().ok())
+            .with_context(|| format!("container {id} has no IPv4 gateway (gateways: {gateways:?})"))
+    }
+
+    /// Each container's output into `<state>/k3s-logs/<cluster>.log`.
+    fn save_logs(&self) {
+        let dir = self.state_dir.join("k3s-logs");
+        for c in self.clusters.lock().unwrap().iter() {
+            let mut text = c.container.stdout_to_vec().unwrap_or_default();
+            text.extend(c.container.stderr_to_vec().unwrap_or_default());
+            let saved = fs::create_dir_all(&dir)
+                .and_then(|()| fs::write(dir.join(format!("{}.log", c.name)), text));
+            if let Err(e) = saved {
+                eprintln!("harness: saving the k3s log of {}: {e}", c.name);
+            }
+        }
+    }
+}
+
+impl Faults for K3sRunning {
+    fn stop_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
+        self.kubectl.stop_controller(cluster, controller)
+    }
+
+    fn start_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
+        self.kubectl.start_controller(cluster, controller)
+    }
+
+    /// Stops the cluster's container: the API server runs inside the one k3s process, so the
+    /// whole cluster stops with it (for good, as the trait says).
+    fn stop_apiserver(&self, cluster: &str) -> Result<()> {
+        {
+            let clusters = self.clusters.lock().unwrap();
+            let c = clusters
+                .iter()
+                .find(|c| c.name == cluster)
+                .with_context(|| format!("no k3s cluster {cluster}"))?;
+            c.container
+                .stop()
+                .with_context(|| format!("stopping the k3s container of {cluster}"))?;
+        }
+        self.kubectl.wait_api_down(cluster)
+    }
+}
+
+impl Running for K3sRunning {
+    /// Saves the containers' output first, then lists it with the git server's logs.
+    fn log_paths(&self) -> Vec<PathBuf> {
+        self.save_logs();
+        let mut paths = vec![self.state_dir.join("git"), self.state_dir.join("k3s-logs")];
+        paths.retain(|p| p.exists());
+        paths
+    }
+
+    fn processes(&self) -> Vec<(String, u32)> {
+        // The clusters are containers, not processes of ours; only the git server is.
+        self.fixtures
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|g| vec![("git-server".to_string(), g.pid())])
+            .unwrap_or_default()
+    }
+
+    fn health(&self) -> Result<()> {
+        if let Some(server) = self.fixtures.lock().unwrap().as_ref() {
+            server.health()?;
+        }
+        for c in self.clusters.lock().unwrap().iter() {
+            if !c.container.is_running()? {
+                bail!(
+                    "the k3s container of {} ({}) is not running",
+                    c.name,
+                    c.container.id()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the containers this run started (by id) and stops the git server.
+    fn stop(&self) {
+        let clusters: Vec<K3sCluster> = self.clusters.lock().unwrap().drain(..).collect();
+        for c in clusters {
+            let id = c.container.id().to_string();
+            if let Err(e) = c.container.rm() {
+                eprintln!(
+                    "harness: removing the k3s container of {} failed ({e}): remove it with `docker rm -f {id}`",
+                    c.name
+                );
+            }
+        }
+        if let Some(server) = self.fixtures.lock().unwrap().take() {
+            server.stop();
+        }
+    }
+}
+
+impl Drop for K3sRunning {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What k3s v1.35 writes to /etc/rancher/k3s/k3s.yaml (certificates shortened).
+    const K3S_YAML: &str = "apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: Q0E=
+    server: https://127.0.0.1:6443
+  name: default
+contexts:
+- context:
+    cluster: default
+    user: default
+  name: default
+current-context: default
+kind: Config
+users:
+- name: default
+  user:
+    client-certificate-data: Q0VSVA==
+    client-key-data: S0VZ
+";
+
+    #[test]
+    fn the_merged_kubeconfig_names_each_cluster_and_its_loopback_port() {
+        let merged = merged_kubeconfig(&[
+            ("infra", K3S_YAML.to_string(), 31001),
+            ("apps", K3S_YAML.replace("Q0E=", "QVBQUw=="), 31002),
+        ])
+        .unwrap();
+        let config = Kubeconfig::from_yaml(&merged).unwrap();
+        assert_eq!(config.current_context, None);
+        for (name, port, ca) in [("infra", 31001, "Q0E="), ("apps", 31002, "QVBQUw==")] {
+            let context = config.contexts.iter().find(|c| c.name == name).unwrap();
+            let inner = context.context.as_ref().unwrap();
+            assert_eq!(
+                (inner.cluster.as_str(), inner.user.as_deref()),
+                (name, Some(name))
+            );
+            let cluster = config.clusters.iter().find(|c| c.name == name).unwrap();
+            let cluster = cluster.cluster.as_ref().unwrap();
+            assert_eq!(
+                cluster.server.as_deref(),
+                Some(format!("https://127.0.0.1:{port}").as_str())
+            );
+            assert_eq!(cluster.certificate_authority_data.as_deref(), Some(ca));
+            let user = config.auth_infos.iter().find(|u| u.name == name).unwrap();
+            assert!(user.auth_info.as_ref().unwrap().client_key_data.is_some());
+        }
+        assert!(!merged.contains("default"), "{merged}");
+        // The key material survives serialisation (kube's secret fields are written out).
+        assert!(merged.contains("client-key-data: S0VZ"), "{merged}");
+    }
+
+    #[test]
+    fn a_k3s_yaml_with_more_than_one_context_is_refused() {
+        let two = K3S_YAML.replace(
+            "current-context: default",
+            "- context:\n    cluster: default\n    user: default\n  name: other\ncurrent-context: default",
+        );
+        let e = cluster_kubeconfig("infra", &two, 1)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "k3s.yaml of infra has 1 clusters, 2 contexts and 1 users; expected one of each"
+        );
+    }
+
+    #[test]
+    fn only_the_api_server_port_is_published_and_only_on_loopback() {
+        let mut host = HostConfig {
+            publish_all_ports: Some(true),
+            ..Default::default()
+        };
+        publish_api_on_loopback(&mut host);
+        assert_eq!(host.publish_all_ports, Some(false));
+        let bindings = host.port_bindings.unwrap();
+        assert_eq!(bindings.keys().collect::<Vec<_>>(), ["6443/tcp"]);
+        let binding = &bindings["6443/tcp"].as_ref().unwrap()[0];
+        assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(binding.host_port.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn the_image_is_the_pinned_k3s_release_of_the_pinned_kubernetes() {
+        let toolchain = Toolchain::from_env().unwrap();
+        let image = image(&toolchain).unwrap();
+        let kubernetes = toolchain.versions().get(Tool::Kubernetes);
+        assert_eq!(image, format!("rancher/k3s:{kubernetes}-k3s1"));
+    }
+}
