@@ -5,10 +5,12 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::Environment;
 use crate::fixtures::{self, CLUSTERS};
 use crate::gitserver::{FixturesRepo, GitServer};
 use crate::process::PortBlock;
@@ -251,77 +253,146 @@ impl Kubectl {
 }
 
 /// The fixtures git server of a container environment, and the port block it holds.
-pub(crate) struct FixturesServer {
+struct FixturesServer {
     git: GitServer,
     _port: PortBlock,
 }
 
-impl FixturesServer {
-    pub fn pid(&self) -> u32 {
-        self.git.pid()
+/// What a container environment holds besides its clusters: kubectl on the merged kubeconfig, the
+/// state directory and, once [`Common::bring_up`] ran, the fixtures git server.
+pub(crate) struct Common {
+    pub kubectl: Kubectl,
+    pub state_dir: PathBuf,
+    fixtures: Mutex<Option<FixturesServer>>,
+}
+
+impl Common {
+    pub fn new(toolchain: &Toolchain, state_dir: &Path) -> Self {
+        Self {
+            kubectl: Kubectl {
+                kubectl: toolchain.binary(Tool::Kubernetes, "kubectl"),
+                kubeconfig: state_dir.join("kubeconfig"),
+            },
+            state_dir: state_dir.to_path_buf(),
+            fixtures: Mutex::new(None),
+        }
     }
 
-    /// Fails naming the server when its process died.
+    /// Waits for the nodes, serves the fixtures on `gateway` (`network` names it in errors),
+    /// installs Flux from `manifest` and bootstraps the fixtures on both clusters: everything a
+    /// container provider does once its clusters exist and the merged kubeconfig reaches them.
+    pub fn bring_up(
+        &self,
+        gateway: Ipv4Addr,
+        network: &str,
+        manifest: &str,
+        options: &ContainerOptions,
+    ) -> Result<FixturesRepo> {
+        for cluster in CLUSTERS {
+            self.kubectl.wait_nodes_ready(cluster)?;
+        }
+        let port = PortBlock::first_free(20000, 1)?;
+        let (git, repo) = GitServer::start_on(
+            gateway,
+            &self.state_dir.join("git"),
+            &fixtures::gitops_dir(),
+            port.base,
+            &self.state_dir,
+        )
+        .with_context(|| {
+            format!(
+                "starting the fixtures git server on {gateway} (the {network} network's gateway)"
+            )
+        })?;
+        *self.fixtures.lock().unwrap() = Some(FixturesServer { git, _port: port });
+        for cluster in CLUSTERS {
+            self.kubectl
+                .install_flux(cluster, manifest, options.flux_timeout)?;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        for cluster in CLUSTERS {
+            let client = rt.block_on(apply::client_for(&self.kubectl.kubeconfig, cluster))?;
+            rt.block_on(fixtures::bootstrap(
+                &client,
+                cluster,
+                repo.url(),
+                options.ready_timeout,
+            ))
+            .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))?;
+        }
+        Ok(repo)
+    }
+
+    /// The git server's logs and `<state>/<cluster_logs>`, those that exist.
+    pub fn log_paths(&self, cluster_logs: &str) -> Vec<PathBuf> {
+        let mut paths = vec![
+            self.state_dir.join("git"),
+            self.state_dir.join(cluster_logs),
+        ];
+        paths.retain(|p| p.exists());
+        paths
+    }
+
+    /// The clusters are containers, not processes of ours; only the git server is.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        self.fixtures
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|g| vec![("git-server".to_string(), g.git.pid())])
+            .unwrap_or_default()
+    }
+
+    /// Fails naming the git server when its process died.
     pub fn health(&self) -> Result<()> {
-        let pid = self.git.pid();
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            bail!("the fixtures git server (pid {pid}) died");
+        if let Some(server) = self.fixtures.lock().unwrap().as_ref() {
+            let pid = server.git.pid();
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                bail!("the fixtures git server (pid {pid}) died");
+            }
         }
         Ok(())
     }
 
-    pub fn stop(mut self) {
-        self.git.stop();
+    /// Stops the git server (by pid) and frees its port.
+    pub fn stop(&self) {
+        if let Some(mut server) = self.fixtures.lock().unwrap().take() {
+            server.git.stop();
+        }
     }
-}
 
-/// Waits for the nodes, serves the fixtures on `gateway` (`network` names it in errors), installs
-/// Flux from `manifest` and bootstraps the fixtures on both clusters: everything a container
-/// provider does once its clusters exist and `kubectl` reaches them.
-pub(crate) fn bring_up(
-    kubectl: &Kubectl,
-    gateway: Ipv4Addr,
-    network: &str,
-    manifest: &str,
-    options: &ContainerOptions,
-) -> Result<(FixturesServer, FixturesRepo)> {
-    for cluster in CLUSTERS {
-        kubectl.wait_nodes_ready(cluster)?;
+    /// `Environment` for `running` once `started` succeeded; otherwise saves the diagnostics and
+    /// returns the error naming them (`running` is dropped then, which removes what it created).
+    pub fn environment<R: super::Running + 'static>(
+        running: R,
+        common: impl Fn(&R) -> &Common,
+        toolchain: Toolchain,
+        started: Result<FixturesRepo>,
+        label: &str,
+    ) -> Result<Environment> {
+        let fixtures = match started {
+            Ok(repo) => repo,
+            Err(e) => {
+                let logs = running.log_paths();
+                return Err(with_diagnostics(e, &common(&running).kubectl, &logs, label));
+            }
+        };
+        let c = common(&running);
+        Ok(Environment {
+            kubeconfig: c.kubectl.kubeconfig.clone(),
+            state_dir: c.state_dir.clone(),
+            fixtures: Some(fixtures),
+            toolchain,
+            running: Box::new(running),
+        })
     }
-    let port = PortBlock::first_free(20000, 1)?;
-    let (git, repo) = GitServer::start_on(
-        gateway,
-        &options.state_dir.join("git"),
-        &fixtures::gitops_dir(),
-        port.base,
-        &options.state_dir,
-    )
-    .with_context(|| {
-        format!("starting the fixtures git server on {gateway} (the {network} network's gateway)")
-    })?;
-    let server = FixturesServer { git, _port: port };
-    for cluster in CLUSTERS {
-        kubectl.install_flux(cluster, manifest, options.flux_timeout)?;
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    for cluster in CLUSTERS {
-        let client = rt.block_on(apply::client_for(&kubectl.kubeconfig, cluster))?;
-        rt.block_on(fixtures::bootstrap(
-            &client,
-            cluster,
-            repo.url(),
-            options.ready_timeout,
-        ))
-        .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))?;
-    }
-    Ok((server, repo))
 }
 
 /// Saves the clusters' state and `logs` under `target/harness-diagnostics/<label>` and adds the
 /// place to `error`.
-pub(crate) fn with_diagnostics(
+fn with_diagnostics(
     error: anyhow::Error,
     kubectl: &Kubectl,
     logs: &[PathBuf],

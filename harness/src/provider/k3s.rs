@@ -27,7 +27,7 @@ use testcontainers_modules::testcontainers::bollard::query_parameters::{
 use testcontainers_modules::testcontainers::runners::SyncRunner;
 use testcontainers_modules::testcontainers::{Container, ImageExt};
 
-use super::containers::{self, ContainerOptions, FixturesServer, Kubectl};
+use super::containers::{self, Common, ContainerOptions};
 use super::{Environment, Faults, Running};
 use crate::fixtures::CLUSTERS;
 use crate::toolchain::{Tool, Toolchain};
@@ -137,10 +137,8 @@ struct K3sCluster {
 }
 
 struct K3sRunning {
-    kubectl: Kubectl,
-    state_dir: PathBuf,
+    common: Common,
     clusters: Mutex<Vec<K3sCluster>>,
-    fixtures: Mutex<Option<FixturesServer>>,
 }
 
 /// Starts both k3s containers, installs Flux and bootstraps the fixtures; on failure everything
@@ -166,45 +164,25 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
     remove_stale_containers(&state_dir)?;
 
     let running = K3sRunning {
-        kubectl: Kubectl {
-            kubectl: toolchain.binary(Tool::Kubernetes, "kubectl"),
-            kubeconfig: state_dir.join("kubeconfig"),
-        },
-        state_dir: state_dir.clone(),
+        common: Common::new(&toolchain, &state_dir),
         clusters: Mutex::new(Vec::new()),
-        fixtures: Mutex::new(None),
     };
-    let result = (|| -> Result<_> {
+    let started = (|| {
         for cluster in CLUSTERS {
             running.start_cluster(cluster, &image, options.create_timeout)?;
         }
         running.write_kubeconfig()?;
-        let (server, repo) = containers::bring_up(
-            &running.kubectl,
-            running.gateway()?,
-            "containers' Docker",
-            &manifest,
-            options,
-        )?;
-        *running.fixtures.lock().unwrap() = Some(server);
-        Ok(repo)
+        running
+            .common
+            .bring_up(running.gateway()?, "containers' Docker", &manifest, options)
     })();
-    // On an error `running` is dropped on return, which removes the containers started.
-    let fixtures = result.map_err(|e| {
-        containers::with_diagnostics(
-            e,
-            &running.kubectl,
-            &running.log_paths(),
-            "k3s-environment-start",
-        )
-    })?;
-    Ok(Environment {
-        kubeconfig: running.kubectl.kubeconfig.clone(),
-        state_dir,
-        fixtures: Some(fixtures),
+    Common::environment(
+        running,
+        |r| &r.common,
         toolchain,
-        running: Box::new(running),
-    })
+        started,
+        "k3s-environment-start",
+    )
 }
 
 /// Removes the containers an earlier run in `state_dir` left behind (it died without teardown).
@@ -247,7 +225,7 @@ fn remove_stale_containers(state_dir: &Path) -> Result<()> {
 
 impl K3sRunning {
     fn conf_dir(&self, cluster: &str) -> PathBuf {
-        self.state_dir.join(format!("k3s-{cluster}"))
+        self.common.state_dir.join(format!("k3s-{cluster}"))
     }
 
     /// One k3s server container (`--node-name=<cluster>`, traefik left out: Flux needs no ingress),
@@ -266,7 +244,7 @@ impl K3sRunning {
                 format!("--node-name={cluster}"),
             ])
             .with_container_name(format!("k8s-ops-{cluster}-{}", std::process::id()))
-            .with_label(STATE_LABEL, self.state_dir.display().to_string())
+            .with_label(STATE_LABEL, self.common.state_dir.display().to_string())
             .with_privileged(true)
             .with_userns_mode("host")
             .with_startup_timeout(timeout)
@@ -293,7 +271,7 @@ impl K3sRunning {
             )?;
             parts.push((c.name.as_str(), yaml, port));
         }
-        fs::write(&self.kubectl.kubeconfig, merged_kubeconfig(&parts)?)?;
+        fs::write(&self.common.kubectl.kubeconfig, merged_kubeconfig(&parts)?)?;
         Ok(())
     }
 
@@ -318,7 +296,7 @@ impl K3sRunning {
 
     /// Each container's output into `<state>/k3s-logs/<cluster>.log`.
     fn save_logs(&self) {
-        let dir = self.state_dir.join("k3s-logs");
+        let dir = self.common.state_dir.join("k3s-logs");
         for c in self.clusters.lock().unwrap().iter() {
             let mut text = c.container.stdout_to_vec().unwrap_or_default();
             text.extend(c.container.stderr_to_vec().unwrap_or_default());
@@ -333,11 +311,11 @@ impl K3sRunning {
 
 impl Faults for K3sRunning {
     fn stop_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
-        self.kubectl.stop_controller(cluster, controller)
+        self.common.kubectl.stop_controller(cluster, controller)
     }
 
     fn start_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
-        self.kubectl.start_controller(cluster, controller)
+        self.common.kubectl.start_controller(cluster, controller)
     }
 
     /// Stops the cluster's container: the API server runs inside the one k3s process, so the
@@ -353,7 +331,7 @@ impl Faults for K3sRunning {
                 .stop()
                 .with_context(|| format!("stopping the k3s container of {cluster}"))?;
         }
-        self.kubectl.wait_api_down(cluster)
+        self.common.kubectl.wait_api_down(cluster)
     }
 }
 
@@ -361,25 +339,15 @@ impl Running for K3sRunning {
     /// Saves the containers' output first, then lists it with the git server's logs.
     fn log_paths(&self) -> Vec<PathBuf> {
         self.save_logs();
-        let mut paths = vec![self.state_dir.join("git"), self.state_dir.join("k3s-logs")];
-        paths.retain(|p| p.exists());
-        paths
+        self.common.log_paths("k3s-logs")
     }
 
     fn processes(&self) -> Vec<(String, u32)> {
-        // The clusters are containers, not processes of ours; only the git server is.
-        self.fixtures
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|g| vec![("git-server".to_string(), g.pid())])
-            .unwrap_or_default()
+        self.common.processes()
     }
 
     fn health(&self) -> Result<()> {
-        if let Some(server) = self.fixtures.lock().unwrap().as_ref() {
-            server.health()?;
-        }
+        self.common.health()?;
         for c in self.clusters.lock().unwrap().iter() {
             if !c.container.is_running()? {
                 bail!(
@@ -404,9 +372,7 @@ impl Running for K3sRunning {
                 );
             }
         }
-        if let Some(server) = self.fixtures.lock().unwrap().take() {
-            server.stop();
-        }
+        self.common.stop();
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::containers::{self, ContainerOptions, FixturesServer, Kubectl, finish, run};
+use super::containers::{Common, ContainerOptions, finish, run};
 use super::{Environment, Faults, Running};
 use crate::fixtures::CLUSTERS;
 use crate::toolchain::{Tool, Toolchain};
@@ -90,11 +90,9 @@ fn kind_network_gateway() -> Result<Ipv4Addr> {
 
 struct KindRunning {
     kind: PathBuf,
-    kubectl: Kubectl,
-    state_dir: PathBuf,
+    common: Common,
     /// Clusters this run created (and therefore deletes); never one that existed before.
     created: Mutex<Vec<String>>,
-    fixtures: Mutex<Option<FixturesServer>>,
 }
 
 /// Creates both kind clusters, installs Flux and bootstraps the fixtures; on failure everything
@@ -134,57 +132,39 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
 
     let running = KindRunning {
         kind,
-        kubectl: Kubectl {
-            kubectl: toolchain.binary(Tool::Kubernetes, "kubectl"),
-            kubeconfig: state_dir.join("kubeconfig"),
-        },
-        state_dir: state_dir.clone(),
+        common: Common::new(&toolchain, &state_dir),
         created: Mutex::new(Vec::new()),
-        fixtures: Mutex::new(None),
     };
-    let result = (|| -> Result<_> {
+    let started = (|| {
         for cluster in CLUSTERS {
             running.create_cluster(cluster, options.create_timeout)?;
         }
         running.merge_kubeconfigs()?;
-        let (server, repo) = containers::bring_up(
-            &running.kubectl,
-            kind_network_gateway()?,
-            "`kind` Docker",
-            &manifest,
-            options,
-        )?;
-        *running.fixtures.lock().unwrap() = Some(server);
-        Ok(repo)
+        running
+            .common
+            .bring_up(kind_network_gateway()?, "`kind` Docker", &manifest, options)
     })();
-    // On an error `running` is dropped on return, which deletes the clusters this run created.
-    let fixtures = result.map_err(|e| {
-        containers::with_diagnostics(
-            e,
-            &running.kubectl,
-            &running.log_paths(),
-            "kind-environment-start",
-        )
-    })?;
-    Ok(Environment {
-        kubeconfig: running.kubectl.kubeconfig.clone(),
-        state_dir,
-        fixtures: Some(fixtures),
+    Common::environment(
+        running,
+        |r| &r.common,
         toolchain,
-        running: Box::new(running),
-    })
+        started,
+        "kind-environment-start",
+    )
 }
 
 impl KindRunning {
     fn cluster_kubeconfig(&self, cluster: &str) -> PathBuf {
-        self.state_dir.join(format!("kind-{cluster}.kubeconfig"))
+        self.common
+            .state_dir
+            .join(format!("kind-{cluster}.kubeconfig"))
     }
 
     /// `kind create cluster` from `kind-configs/<cluster>.yaml`; its output goes to
     /// `<state>/kind-logs/create-<cluster>.log`. `kind create --wait` only warns when the node is
-    /// not Ready in time: [`containers::bring_up`] waits for that.
+    /// not Ready in time: [`Common::bring_up`] waits for that.
     fn create_cluster(&self, cluster: &str, timeout: Duration) -> Result<()> {
-        let log_dir = self.state_dir.join("kind-logs");
+        let log_dir = self.common.state_dir.join("kind-logs");
         fs::create_dir_all(&log_dir)?;
         let log = log_dir.join(format!("create-{cluster}.log"));
         // Recorded first: a create that fails half-way leaves containers to delete.
@@ -219,7 +199,7 @@ impl KindRunning {
         run(
             &format!("kubectl config rename-context kind-{cluster} {cluster}"),
             duct::cmd!(
-                &self.kubectl.kubectl,
+                &self.common.kubectl.kubectl,
                 "--kubeconfig",
                 &kubeconfig,
                 "config",
@@ -240,18 +220,18 @@ impl KindRunning {
             .collect();
         let merged = run(
             "kubectl config view --flatten",
-            duct::cmd!(&self.kubectl.kubectl, "config", "view", "--flatten")
+            duct::cmd!(&self.common.kubectl.kubectl, "config", "view", "--flatten")
                 .env("KUBECONFIG", std::env::join_paths(&paths)?),
             Duration::from_secs(30),
         )?;
-        fs::write(&self.kubectl.kubeconfig, merged + "\n")?;
+        fs::write(&self.common.kubectl.kubeconfig, merged + "\n")?;
         Ok(())
     }
 
     /// `kind export logs` of every created cluster into `<state>/kind-logs/<cluster>` (bounded).
     fn export_logs(&self) {
         for cluster in self.created.lock().unwrap().iter() {
-            let dir = self.state_dir.join("kind-logs").join(cluster);
+            let dir = self.common.state_dir.join("kind-logs").join(cluster);
             if let Err(e) = run(
                 &format!("kind export logs --name {cluster}"),
                 duct::cmd!(&self.kind, "export", "logs", &dir, "--name", cluster),
@@ -265,11 +245,11 @@ impl KindRunning {
 
 impl Faults for KindRunning {
     fn stop_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
-        self.kubectl.stop_controller(cluster, controller)
+        self.common.kubectl.stop_controller(cluster, controller)
     }
 
     fn start_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
-        self.kubectl.start_controller(cluster, controller)
+        self.common.kubectl.start_controller(cluster, controller)
     }
 
     /// Moves the kube-apiserver static pod manifest out of the node's manifest directory (the
@@ -288,7 +268,7 @@ impl Faults for KindRunning {
             ),
             Duration::from_secs(30),
         )?;
-        self.kubectl.wait_api_down(cluster)
+        self.common.kubectl.wait_api_down(cluster)
     }
 }
 
@@ -296,25 +276,15 @@ impl Running for KindRunning {
     /// Exports the clusters' logs (`kind export logs`) first, then lists them with the git server's.
     fn log_paths(&self) -> Vec<PathBuf> {
         self.export_logs();
-        let mut paths = vec![self.state_dir.join("git"), self.state_dir.join("kind-logs")];
-        paths.retain(|p| p.exists());
-        paths
+        self.common.log_paths("kind-logs")
     }
 
     fn processes(&self) -> Vec<(String, u32)> {
-        // The clusters are containers, not processes of ours; only the git server is.
-        self.fixtures
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|g| vec![("git-server".to_string(), g.pid())])
-            .unwrap_or_default()
+        self.common.processes()
     }
 
     fn health(&self) -> Result<()> {
-        if let Some(server) = self.fixtures.lock().unwrap().as_ref() {
-            server.health()?;
-        }
+        self.common.health()?;
         for cluster in self.created.lock().unwrap().iter() {
             let node = format!("{cluster}-control-plane");
             let state = run(
@@ -351,9 +321,7 @@ impl Running for KindRunning {
                 );
             }
         }
-        if let Some(server) = self.fixtures.lock().unwrap().take() {
-            server.stop();
-        }
+        self.common.stop();
     }
 }
 
