@@ -51,6 +51,14 @@ pub fn last_handled_reconcile_at(obj: &DynamicObject) -> Option<String> {
         .map(str::to_string)
 }
 
+/// `status.artifact.revision` of a source (`main@sha1:<commit>`); empty when it has no artifact.
+pub fn artifact_revision(obj: &DynamicObject) -> String {
+    obj.data["status"]["artifact"]["revision"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// `reconcile.fluxcd.io/requestedAt` annotation, the token `flux reconcile` sets.
 pub fn requested_at(obj: &DynamicObject) -> Option<String> {
     obj.metadata
@@ -144,6 +152,24 @@ pub async fn wait_ready(
         client, resource, namespace, name, "Ready", timeout, is_ready,
     )
     .await
+}
+
+/// Waits for Ready (as [`wait_ready`]) and fails when the object is still suspended: what a
+/// resume must leave behind.
+pub async fn wait_resumed(
+    client: &Client,
+    resource: &ApiResource,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<DynamicObject> {
+    let obj = wait_ready(client, resource, namespace, name, timeout).await?;
+    anyhow::ensure!(
+        !is_suspended(&obj),
+        "{} {namespace}/{name} is Ready but still suspended",
+        resource.kind
+    );
+    Ok(obj)
 }
 
 /// `Kind/namespace/name -> resourceVersion` of every Kustomization, HelmRelease, GitRepository and

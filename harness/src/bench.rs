@@ -74,6 +74,17 @@ fn sample(
     })
 }
 
+/// `## title` and a markdown table of `samples`, first column headed `what`.
+fn table(title: &str, what: &str, samples: &[&Sample]) -> String {
+    let mut text =
+        format!("## {title}\n\n| {what} | runs | median s | min – max s |\n|---|---|---|---|\n");
+    for s in samples {
+        text += &s.row();
+        text.push('\n');
+    }
+    text
+}
+
 fn ratio(a: &Sample, b: &Sample) -> f64 {
     a.median().as_secs_f64() / b.median().as_secs_f64()
 }
@@ -178,8 +189,10 @@ pub fn run(options: &BenchOptions) -> Result<String> {
 
     let task = env.task().timeout(Duration::from_secs(300));
     let flux_bin = toolchain.binary(Tool::Flux, "flux");
-    let flux = |args: &[&str]| -> Result<()> {
-        let out = duct::cmd(&flux_bin, args)
+    // One flux command line (words split on white space).
+    let flux = |line: &str| -> Result<()> {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let out = duct::cmd(&flux_bin, &args)
             .env("KUBECONFIG", env.kubeconfig())
             .stdout_null()
             .stderr_capture()
@@ -214,50 +227,25 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     )?;
     let _ = writeln!(
         md,
-        "## 3. Listing tasks needs no cluster\n\n| command | runs | median s | min – max s |\n|---|---|---|---|\n{}\n{}\n\n`--list` / `--version`: {}\n",
-        version.row(),
-        list.row(),
+        "{}\n`--list` / `--version`: {}\n",
+        table(
+            "3. Listing tasks needs no cluster",
+            "command",
+            &[&version, &list]
+        ),
         verdict(ratio(&list, &version), 1.3)
     );
 
     // 4. toolkit vs raw flux
     let resume_raw = || {
-        flux(&[
-            "resume",
-            "hr",
-            "odoo",
-            "-n",
-            "business",
-            "--context",
-            "apps",
-            "--wait=false",
-        ])?;
-        flux(&[
-            "resume",
-            "ks",
-            "odoo",
-            "-n",
-            "flux-system",
-            "--context",
-            "apps",
-            "--wait=false",
-        ])
+        flux("resume hr odoo -n business --context apps --wait=false")?;
+        flux("resume ks odoo -n flux-system --context apps --wait=false")
     };
     let raw_suspend = sample(
         "raw `flux suspend hr odoo -n business --context apps`",
         n,
         resume_raw,
-        || {
-            flux(&[
-                "suspend",
-                "hr",
-                "odoo",
-                "-n",
-                "business",
-                "--context",
-                "apps",
-            ])
-        },
+        || flux("suspend hr odoo -n business --context apps"),
     )?;
     let task_suspend = sample(
         "`task flux:suspend APP=odoo CLUSTER=apps` (resolves, suspends ks + hr, verifies)",
@@ -271,18 +259,7 @@ pub fn run(options: &BenchOptions) -> Result<String> {
         "raw `flux reconcile hr odoo -n business --with-source --context apps`",
         rn,
         nothing,
-        || {
-            flux(&[
-                "reconcile",
-                "hr",
-                "odoo",
-                "-n",
-                "business",
-                "--with-source",
-                "--context",
-                "apps",
-            ])
-        },
+        || flux("reconcile hr odoo -n business --with-source --context apps"),
     )?;
     let task_reconcile = sample(
         "`task flux:reconcile APP=odoo CLUSTER=apps` (ks + hr, with sources)",
@@ -292,11 +269,12 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     )?;
     let _ = writeln!(
         md,
-        "## 4. Toolkit overhead against raw flux\n\n| command | runs | median s | min – max s |\n|---|---|---|---|\n{}\n{}\n{}\n{}\n\nsuspend: {}; reconcile: {}. The task does more than the raw command: it finds the namespace, acts on the Kustomization as well as the HelmRelease, and reads the state back.\n",
-        raw_suspend.row(),
-        task_suspend.row(),
-        raw_reconcile.row(),
-        task_reconcile.row(),
+        "{}\nsuspend: {}; reconcile: {}. The task does more than the raw command: it finds the namespace, acts on the Kustomization as well as the HelmRelease, and reads the state back.\n",
+        table(
+            "4. Toolkit overhead against raw flux",
+            "command",
+            &[&raw_suspend, &task_suspend, &raw_reconcile, &task_reconcile]
+        ),
         verdict(ratio(&task_suspend, &raw_suspend), 1.5),
         verdict(ratio(&task_reconcile, &raw_reconcile), 1.5),
     );
@@ -348,10 +326,12 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     };
     let _ = writeln!(
         md,
-        "## 6. Both clusters at once\n\n| command | runs | median s | min – max s |\n|---|---|---|---|\n{}\n{}\n{}\n\nall / slowest single: {}\n",
-        infra.row(),
-        apps.row(),
-        all.row(),
+        "{}\nall / slowest single: {}\n",
+        table(
+            "6. Both clusters at once",
+            "command",
+            &[&infra, &apps, &all]
+        ),
         verdict(ratio(&all, slowest), 1.2)
     );
     drop(env);
@@ -401,9 +381,12 @@ pub fn run(options: &BenchOptions) -> Result<String> {
         )?;
         let _ = writeln!(
             md,
-            "## 2. Scenario suite wall time (includes its environment start)\n\n| run | runs | median s | min – max s |\n|---|---|---|---|\n{}\n{}\n\nparallel / serial: {:.2}×\n",
-            serial.row(),
-            parallel.row(),
+            "{}\nparallel / serial: {:.2}×\n",
+            table(
+                "2. Scenario suite wall time (includes its environment start)",
+                "run",
+                &[&serial, &parallel]
+            ),
             ratio(&parallel, &serial)
         );
     }

@@ -482,15 +482,19 @@ impl GoCmd {
             .env("GOTOOLCHAIN", "local")
     }
 
-    /// Runs with go's output (compile errors) shown and a heartbeat line every minute, so a long
-    /// cold build visibly progresses; fails on a non-zero exit.
-    fn status_ok(self) -> Result<()> {
-        let shown = self
-            .args
+    /// The arguments as one line, for messages.
+    fn shown(&self) -> String {
+        self.args
             .iter()
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
-            .join(" ");
+            .join(" ")
+    }
+
+    /// Runs with go's output (compile errors) shown and a heartbeat line every minute, so a long
+    /// cold build visibly progresses; fails on a non-zero exit.
+    fn status_ok(self) -> Result<()> {
+        let shown = self.shown();
         let started = Instant::now();
         let handle = self.expr().stdout_to_stderr().unchecked().start()?;
         let mut next_beat = Duration::from_secs(60);
@@ -520,12 +524,7 @@ impl GoCmd {
 
     /// Runs quietly (module resolution chatter), showing go's output only when it fails.
     fn quiet_ok(self) -> Result<()> {
-        let shown = self
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let shown = self.shown();
         let out = self
             .expr()
             .stderr_to_stdout()
