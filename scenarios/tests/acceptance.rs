@@ -103,13 +103,7 @@ async fn suspend_then_resume(#[case] app: App) {
             ])?;
             ok(&out)?;
             for (kind, ns) in app.objects() {
-                let obj =
-                    assertions::wait_ready(&client, &kind.resource(), ns, app.name, SETTLE).await?;
-                anyhow::ensure!(
-                    !is_suspended(&obj),
-                    "{kind:?} {ns}/{} still suspended after resume",
-                    app.name
-                );
+                assertions::wait_resumed(&client, &kind.resource(), ns, app.name, SETTLE).await?;
             }
             anyhow::ensure!(
                 flux_fingerprint(&other, Some(app.name)).await? == other_before,
@@ -204,10 +198,7 @@ async fn reconcile_applies_a_new_commit_without_waiting_for_the_interval() {
             "flux-system",
         )
         .await?;
-        let revision = repo.data["status"]["artifact"]["revision"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let revision = assertions::artifact_revision(&repo);
         anyhow::ensure!(
             revision.ends_with(&commit),
             "GitRepository still at {revision}, expected commit {commit}"

@@ -91,13 +91,9 @@ impl Canary {
         }
         ok(&env.task().run(&self.args("resume"))?)?;
         for (resource, ns) in objects {
-            let obj = assertions::wait_ready(client, resource, ns, &self.app, SETTLE).await?;
-            anyhow::ensure!(
-                !is_suspended(&obj),
-                "{} {ns}/{} still suspended after flux:resume",
-                resource.kind,
-                self.app
-            );
+            assertions::wait_resumed(client, resource, ns, &self.app, SETTLE)
+                .await
+                .context("after flux:resume")?;
         }
         ok(&env.task().run(&self.args("reconcile"))?)?;
         for (resource, ns) in objects {

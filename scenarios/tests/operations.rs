@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use harness::assertions::{
     self, flux_fingerprint, is_ready, is_suspended, last_handled_reconcile_at,
 };
@@ -311,11 +312,7 @@ async fn namespace_wide_suspend_and_resume() {
             .run(&["flux:resume", "NAMESPACE=business", "CLUSTER=apps"])?;
         ok(&out)?;
         for name in ["odoo", "whoami"] {
-            let obj = assertions::wait_ready(&apps, &hr, "business", name, SETTLE).await?;
-            anyhow::ensure!(
-                !is_suspended(&obj),
-                "HelmRelease business/{name} still suspended"
-            );
+            assertions::wait_resumed(&apps, &hr, "business", name, SETTLE).await?;
         }
 
         Ok(())
@@ -375,8 +372,7 @@ async fn suspend_all_and_resume_all_with_yes() {
         ok(&out)?;
         for (kind, obj) in ks_and_hr(&infra).await? {
             let (ns, name) = ns_name(&obj);
-            let obj = assertions::wait_ready(&infra, &kind.resource(), &ns, &name, SETTLE).await?;
-            anyhow::ensure!(!is_suspended(&obj), "{kind:?} {ns}/{name} still suspended");
+            assertions::wait_resumed(&infra, &kind.resource(), &ns, &name, SETTLE).await?;
         }
         same_fingerprint("apps", &apps_before, &flux_fingerprint(&apps, None).await?)?;
         Ok(())
@@ -847,10 +843,7 @@ async fn trace(#[case] vars: &[&str], #[case] expected: &[&str]) {
             "flux-system",
         )
         .await?;
-        let revision = repo.data["status"]["artifact"]["revision"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let revision = assertions::artifact_revision(&repo);
         anyhow::ensure!(
             !revision.is_empty(),
             "GitRepository on infra has no artifact revision"
@@ -929,9 +922,7 @@ async fn reconcile_source(#[case] cluster: &str) {
             "GitRepository not Ready: {}",
             assertions::describe(&repo)
         );
-        let revision = repo.data["status"]["artifact"]["revision"]
-            .as_str()
-            .unwrap_or_default();
+        let revision = assertions::artifact_revision(&repo);
         ensure_contains(
             &out,
             &[&format!(
@@ -1267,8 +1258,7 @@ async fn cluster_isolation_ignores_the_current_context() {
 
         let out = task.run(&["flux:resume", "APP=echo", "CLUSTER=infra"])?;
         ok(&out)?;
-        let obj = assertions::wait_ready(&infra, &ks, "flux-system", "echo", SETTLE).await?;
-        anyhow::ensure!(!is_suspended(&obj), "infra echo still suspended");
+        assertions::wait_resumed(&infra, &ks, "flux-system", "echo", SETTLE).await?;
         same_fingerprint(
             "apps (echo)",
             &apps_before,
@@ -1321,12 +1311,9 @@ async fn suspend_and_resume_are_idempotent(
                 out.transcript()
             );
             for (kind, ns) in objects {
-                let obj =
-                    assertions::wait_ready(&client, &kind.resource(), ns, app, SETTLE).await?;
-                anyhow::ensure!(
-                    !is_suspended(&obj),
-                    "{kind:?} {ns}/{app} suspended after resume #{round}"
-                );
+                assertions::wait_resumed(&client, &kind.resource(), ns, app, SETTLE)
+                    .await
+                    .with_context(|| format!("after resume #{round}"))?;
             }
         }
         Ok(())

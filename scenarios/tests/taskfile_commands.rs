@@ -546,11 +546,6 @@ fn list_needs_no_cluster() {
             out.stdout
         );
     }
-    assert!(
-        out.elapsed < Duration::from_secs(5),
-        "--list took {:?}",
-        out.elapsed
-    );
     assert!(sb.calls().is_empty(), "--list called: {:?}", sb.calls());
 }
 
@@ -590,11 +585,6 @@ fn summary_needs_no_cluster(
             out.stdout
         );
     }
-    assert!(
-        out.elapsed < Duration::from_secs(5),
-        "--summary took {:?}",
-        out.elapsed
-    );
     assert!(sb.calls().is_empty(), "--summary called: {:?}", sb.calls());
 }
 
