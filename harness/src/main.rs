@@ -250,6 +250,11 @@ fn down(state_dir: &Path) -> Result<()> {
             stale.join(", ")
         );
     }
+    // k3s containers of a crashed `up --provider k3s` (none can exist where no engine answers).
+    #[cfg(feature = "k3s")]
+    if harness::provider::k3s::require_docker_engine().is_ok() {
+        harness::provider::k3s::remove_stale_containers(state_dir)?;
+    }
     let _ = fs::remove_file(state_dir.join("supervisor.pid"));
     println!("harness: nothing of {} is running", state_dir.display());
     Ok(())

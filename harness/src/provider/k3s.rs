@@ -35,9 +35,10 @@ use crate::toolchain::{Tool, Toolchain};
 /// Label on every container of this provider; its value is the environment's state directory.
 pub const STATE_LABEL: &str = "io.k8s-ops.harness.state-dir";
 
-/// The k3s image, `rancher/k3s:<tag>`, from the `k3s` pin of `toolchain/versions.yaml`.
-pub fn image(toolchain: &Toolchain) -> Result<String> {
-    Ok(format!("rancher/k3s:{}", toolchain.versions().pin("k3s")?))
+/// The tag of the `rancher/k3s` image (testcontainers' k3s module names the image), from the
+/// `k3s` pin of `toolchain/versions.yaml`.
+pub fn image_tag(toolchain: &Toolchain) -> Result<String> {
+    Ok(toolchain.versions().pin("k3s")?.to_string())
 }
 
 /// Runs `fut` on a runtime of its own with a Docker API client (`DOCKER_HOST`, else the default
@@ -150,7 +151,7 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kubernetes, Tool::Task, Tool::Flux])?;
     let manifest = containers::flux_manifest(&toolchain)?;
-    let image = image(&toolchain)?;
+    let tag = image_tag(&toolchain)?;
 
     let state_dir = options.state_dir.clone();
     super::fresh_state_dir(
@@ -169,7 +170,7 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
     };
     let started = (|| {
         for cluster in CLUSTERS {
-            running.start_cluster(cluster, &image, options.create_timeout)?;
+            running.start_cluster(cluster, &tag, options.create_timeout)?;
         }
         running.write_kubeconfig()?;
         running
@@ -186,7 +187,7 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
 }
 
 /// Removes the containers an earlier run in `state_dir` left behind (it died without teardown).
-fn remove_stale_containers(state_dir: &Path) -> Result<()> {
+pub fn remove_stale_containers(state_dir: &Path) -> Result<()> {
     let label = format!("{STATE_LABEL}={}", state_dir.display());
     let removed = with_docker(Duration::from_secs(120), async |docker| {
         let stale = docker
@@ -230,10 +231,9 @@ impl K3sRunning {
 
     /// One k3s server container (`--node-name=<cluster>`, traefik left out: Flux needs no ingress),
     /// waited for by the module's readiness line within `timeout` (image pull included).
-    fn start_cluster(&self, cluster: &str, image: &str, timeout: Duration) -> Result<()> {
+    fn start_cluster(&self, cluster: &str, tag: &str, timeout: Duration) -> Result<()> {
         let conf = self.conf_dir(cluster);
         fs::create_dir_all(&conf)?;
-        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("latest");
         let container = K3s::default()
             .with_conf_mount(&conf)
             .with_tag(tag)
@@ -250,7 +250,9 @@ impl K3sRunning {
             .with_startup_timeout(timeout)
             .with_host_config_modifier(publish_api_on_loopback)
             .start()
-            .with_context(|| format!("starting the k3s container of {cluster} ({image})"))?;
+            .with_context(|| {
+                format!("starting the k3s container of {cluster} (rancher/k3s:{tag})")
+            })?;
         self.clusters.lock().unwrap().push(K3sCluster {
             name: cluster.to_string(),
             container,
@@ -471,8 +473,7 @@ users:
     #[test]
     fn the_image_is_the_pinned_k3s_release_of_the_pinned_kubernetes() {
         let toolchain = Toolchain::from_env().unwrap();
-        let image = image(&toolchain).unwrap();
         let kubernetes = toolchain.versions().get(Tool::Kubernetes);
-        assert_eq!(image, format!("rancher/k3s:{kubernetes}-k3s1"));
+        assert_eq!(image_tag(&toolchain).unwrap(), format!("{kubernetes}-k3s1"));
     }
 }
