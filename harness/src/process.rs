@@ -156,33 +156,56 @@ pub fn reap_stale(state_dir: &Path) -> Vec<String> {
     stop_recorded(state_dir, state_dir)
 }
 
-/// Stops every process recorded by a pid file under `pid_root` that belongs to `state_dir`: SIGTERM
-/// to all of them at once, SIGKILL to those still there after 10 s. Returns their names.
+/// Where a recorded process stands in the shutdown order: servers stop after their clients, so
+/// that none waits on a client or retries a backend that is already gone (stopped all at once, a
+/// kube-apiserver that loses etcd does not exit before SIGKILL, 10 s later).
+fn shutdown_stage(name: &str) -> u8 {
+    match name {
+        "etcd" => 2,
+        "kube-apiserver" => 1,
+        _ => 0,
+    }
+}
+
+/// Stops every process recorded by a pid file under `pid_root` that belongs to `state_dir`, in
+/// stages (clients, then kube-apiserver, then etcd): SIGTERM to a whole stage at once, SIGKILL to
+/// those still there after 10 s. Returns their names.
 pub fn stop_recorded(pid_root: &Path, state_dir: &Path) -> Vec<String> {
-    let mut targets = Vec::new();
+    let mut stages: [Vec<(u32, String)>; 3] = Default::default();
     for pid_file in pid_files(pid_root) {
         let pid = fs::read_to_string(&pid_file)
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok());
         if let Some(pid) = pid.filter(|pid| belongs_to(*pid, state_dir) && !is_zombie(*pid)) {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-            targets.push((
-                pid,
-                pid_file
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-            ));
+            let name = pid_file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            stages[usize::from(shutdown_stage(&name))].push((pid, name));
         }
         let _ = fs::remove_file(&pid_file);
+    }
+    let mut stopped = Vec::new();
+    for targets in stages {
+        terminate_all(&targets);
+        stopped.extend(targets.into_iter().map(|(_, name)| name));
+    }
+    stopped
+}
+
+/// SIGTERM to every `(pid, name)` at once; SIGKILL to those still there after 10 s; returns once
+/// all are gone (or 5 s after the SIGKILL).
+fn terminate_all(targets: &[(u32, String)]) {
+    for (pid, _) in targets {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
     }
     let gone = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !targets.iter().all(|(pid, _)| gone(*pid)) {
         std::thread::sleep(Duration::from_millis(50));
     }
-    for (pid, _) in &targets {
+    for (pid, _) in targets {
         if !gone(*pid) {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
@@ -191,7 +214,6 @@ pub fn stop_recorded(pid_root: &Path, state_dir: &Path) -> Vec<String> {
     while Instant::now() < deadline && !targets.iter().all(|(pid, _)| gone(*pid)) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    targets.into_iter().map(|(_, name)| name).collect()
 }
 
 /// `(name, pid, alive)` of every pid file under `state_dir` (the harness' own and kwokctl's).

@@ -350,10 +350,16 @@ impl Running for LocalRunning {
     }
 
     fn stop(&self) {
-        for mut c in self.clusters.lock().unwrap().drain(..) {
-            c.flux.stop();
-            c.kwok.stop();
-        }
+        // Both clusters at once: each stops its Flux controllers, then its control plane in order.
+        let clusters: Vec<LocalCluster> = self.clusters.lock().unwrap().drain(..).collect();
+        std::thread::scope(|scope| {
+            for mut c in clusters {
+                scope.spawn(move || {
+                    c.flux.stop();
+                    c.kwok.stop();
+                });
+            }
+        });
         if let Some(mut git) = self.git.lock().unwrap().take() {
             git.stop();
         }
