@@ -116,7 +116,7 @@ pub struct BenchOptions {
 pub fn run(options: &BenchOptions) -> Result<String> {
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;
-    let mut md = header(&toolchain)?;
+    let mut md = header(&toolchain, options)?;
 
     // 1. environment start, phases, memory, teardown
     let mut totals = Vec::new();
@@ -391,12 +391,28 @@ pub fn run(options: &BenchOptions) -> Result<String> {
         );
     }
 
+    md += "Only the `local` provider is timed; `kind` and `k3s` are not measured here.\n";
     std::fs::write(&options.output, &md)
         .with_context(|| format!("writing {}", options.output.display()))?;
     Ok(md)
 }
 
-fn header(toolchain: &Toolchain) -> Result<String> {
+/// The command line that reproduces this run.
+fn command_line(options: &BenchOptions) -> String {
+    let scale: Vec<String> = options.scale.iter().map(usize::to_string).collect();
+    let mut line = format!(
+        "cargo run -p harness -- bench --env-starts {} --reps {} --scale {}",
+        options.env_starts,
+        options.reps,
+        scale.join(",")
+    );
+    if !options.suite {
+        line += " --no-suite";
+    }
+    line
+}
+
+fn header(toolchain: &Toolchain, options: &BenchOptions) -> Result<String> {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")?
         .lines()
         .find(|l| l.starts_with("model name"))
@@ -418,7 +434,8 @@ fn header(toolchain: &Toolchain) -> Result<String> {
         .collect::<Vec<_>>()
         .join(", ");
     Ok(format!(
-        "# Benchmarks\n\nWritten by `cargo run -p harness -- bench` on {} — machine: {cpu}, {cores} cores, {:.0} GiB; {versions}.\nMedians of repeated runs with their spread; every comparison is made in the same run, so read the ratios, not the absolute times.\n\n",
+        "# Benchmarks\n\nWritten by `{}` on {} — machine: {cpu}, {cores} cores, {:.0} GiB; {versions}.\nMedians of repeated runs with their spread; every comparison is made in the same run, so read the ratios, not the absolute times.\n\n",
+        command_line(options),
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC"),
         mem_kib as f64 / 1024.0 / 1024.0
     ))
