@@ -315,13 +315,13 @@ fn gitops() -> String {
     "flux reconcile source git flux-system -n flux-system --context apps",
     "-n flux-system get gitrepositories.source.toolkit.fluxcd.io flux-system -o jsonpath={.status.artifact.revision}",
 ], &[], true)]
-#[case::preflight_probe(&["flux:check", "CLUSTER=apps"], &[
+#[case::preflight_probes(&["flux:check", "CLUSTER=apps"], &[
     "flux version --client",
     "kubectl version --client",
     "kubectl config get-contexts -o name",
     "kubectl --context apps --request-timeout=5s get --raw=/readyz",
     "flux check --context apps",
-], &[], true)]
+], &[], false)]
 fn task_runs_exact_commands(
     #[case] args: &[&str],
     #[case] expected: &[&str],
@@ -345,6 +345,53 @@ fn task_runs_exact_commands(
         );
     }
     assert_every_call_has_context(&out, &calls);
+}
+
+/// The preflight's read-only probes run at once (so their order among themselves is free), but
+/// every one of them, for every target cluster, comes before the task's own first command.
+#[rstest]
+#[case::one(&["flux:check", "CLUSTER=apps"], &["apps"], "flux check --context apps")]
+#[case::all(&["flux:status", "CLUSTER=all"], &["infra", "apps"], "kubectl --context infra --request-timeout=30s get ")]
+fn preflight_probes_come_before_the_command(
+    #[case] args: &[&str],
+    #[case] clusters: &[&str],
+    #[case] command: &str,
+) {
+    let sb = Sandbox::new();
+    let out = sb.run(args);
+    assert!(out.success(), "{}", out.transcript());
+    let calls = sb.calls();
+    let mut probes = vec![
+        "flux version --client".to_string(),
+        "kubectl version --client".to_string(),
+        "kubectl config get-contexts -o name".to_string(),
+    ];
+    probes.extend(
+        clusters
+            .iter()
+            .map(|c| format!("kubectl --context {c} --request-timeout=5s get --raw=/readyz")),
+    );
+    let first_command = calls
+        .iter()
+        .position(|c| c.starts_with(command))
+        .unwrap_or_else(|| panic!("no `{command}` call:\n{}", calls.join("\n")));
+    for probe in &probes {
+        let at = calls
+            .iter()
+            .position(|c| c == probe)
+            .unwrap_or_else(|| panic!("probe `{probe}` missing:\n{}", calls.join("\n")));
+        assert!(
+            at < first_command,
+            "probe `{probe}` after `{command}`:\n{}",
+            calls.join("\n")
+        );
+    }
+    assert_eq!(
+        calls.iter().filter(|c| probes.contains(c)).count(),
+        probes.len(),
+        "each probe runs once:\n{}",
+        calls.join("\n")
+    );
 }
 
 /// Bulk operations act only on what needs it: resume-all resumes the suspended ones, HelmRelease

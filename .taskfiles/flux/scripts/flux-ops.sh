@@ -130,13 +130,38 @@ version_ge() { # version_ge "vX.Y.Z…" "X.Y"
   ((hmaj > wmaj || (hmaj == wmaj && hmin >= wmin)))
 }
 
+# The probes are read-only and independent of each other, so they run at once (one process each,
+# in the background); their results are then judged in a fixed order (tools, kubeconfig, contexts,
+# API servers), so the first problem reported is the one a probe-by-probe preflight would report.
+PROBES=""
+
+probe() { # probe <name> <command…>: output to $PROBES/<name>, exit code to $PROBES/<name>.rc
+  local name=$1
+  shift
+  if "$@" >"$PROBES/$name" 2>/dev/null; then echo 0; else echo $?; fi >"$PROBES/$name.rc"
+}
+
+probe_ok() { [[ $(<"$PROBES/$1.rc") == 0 ]]; }
+
+start_probes() {
+  local c
+  PROBES=$(mktemp -d)
+  # shellcheck disable=SC2064 # expand now: the directory is known
+  trap "rm -rf '$PROBES'" EXIT
+  probe flux-version flux version --client &
+  probe kubectl-version kubectl version --client &
+  probe contexts kubectl config get-contexts -o name &
+  for c in $(target_clusters); do
+    probe "api-$c" kubectl --context "$c" --request-timeout="$API_TIMEOUT" get --raw=/readyz &
+  done
+  wait
+}
+
 require_tools() {
   local v
-  command -v flux >/dev/null 2>&1 || die 3 "flux CLI not found in PATH — install flux >= $MIN_FLUX (https://fluxcd.io/flux/installation/)"
-  command -v kubectl >/dev/null 2>&1 || die 3 "kubectl not found in PATH — install kubectl >= $MIN_KUBECTL (https://kubernetes.io/docs/tasks/tools/)"
-  v=$(flux version --client 2>/dev/null | head -n1) || true
+  v=$(head -n1 "$PROBES/flux-version")
   version_ge "$v" "$MIN_FLUX" || die 3 "flux CLI '${v:-unknown}' is too old — install flux >= $MIN_FLUX"
-  v=$(kubectl version --client 2>/dev/null | head -n1) || true
+  v=$(head -n1 "$PROBES/kubectl-version")
   version_ge "$v" "$MIN_KUBECTL" || die 3 "kubectl '${v:-unknown}' is too old — install kubectl >= $MIN_KUBECTL"
 }
 
@@ -154,8 +179,8 @@ require_kubeconfig() {
   else
     [[ -f $HOME/.kube/config ]] || die 4 "no kubeconfig (KUBECONFIG unset and ~/.kube/config missing) — export KUBECONFIG=<path> (e.g. task op:pull)"
   fi
-  contexts=$(kubectl config get-contexts -o name 2>/dev/null) ||
-    die 4 "kubectl cannot read the kubeconfig — check it with: kubectl config get-contexts"
+  probe_ok contexts || die 4 "kubectl cannot read the kubeconfig — check it with: kubectl config get-contexts"
+  contexts=$(<"$PROBES/contexts")
   while read -r c; do
     grep -qxF -- "$c" <<<"$contexts" ||
       die 4 "kube context '$c' not found in the kubeconfig — add it (kubectl config get-contexts lists: $(tr '\n' ' ' <<<"$contexts"))"
@@ -163,15 +188,10 @@ require_kubeconfig() {
 }
 
 require_api() {
-  local c pids=() failed=() i=0 list
+  local c failed=() list
   mapfile -t list < <(target_clusters)
   for c in "${list[@]}"; do
-    kubectl --context "$c" --request-timeout="$API_TIMEOUT" get --raw=/readyz >/dev/null 2>&1 &
-    pids+=($!)
-  done
-  for c in "${list[@]}"; do
-    wait "${pids[$i]}" || failed+=("$c")
-    i=$((i + 1))
+    probe_ok "api-$c" || failed+=("$c")
   done
   ((${#failed[@]} == 0)) && return 0
   local hint="is the cluster up and reachable? try: kubectl --context ${failed[0]} cluster-info"
@@ -185,6 +205,9 @@ require_api() {
 
 cmd_preflight() { # preflight [one|all]
   validate "${1:-one}"
+  command -v flux >/dev/null 2>&1 || die 3 "flux CLI not found in PATH — install flux >= $MIN_FLUX (https://fluxcd.io/flux/installation/)"
+  command -v kubectl >/dev/null 2>&1 || die 3 "kubectl not found in PATH — install kubectl >= $MIN_KUBECTL (https://kubernetes.io/docs/tasks/tools/)"
+  start_probes
   require_tools
   require_kubeconfig
   require_api
