@@ -14,10 +14,52 @@ pub mod provider;
 pub mod task_runner;
 pub mod toolchain;
 
-/// Root of this repository (where `Taskfile.yaml` lives), known at compile time.
+/// Root of this checkout (where `Taskfile.yaml` lives): the nearest directory at or above the
+/// current one that holds `Taskfile.yaml` and `harness/Cargo.toml` (cargo runs tests in the
+/// package directory, `cargo run` where it is called), else the checkout this crate was compiled
+/// from. Found at run time because one `CARGO_TARGET_DIR` may serve several checkouts (`.ci/run`
+/// shares one machine-wide): cargo judges freshness by file times, so a checkout can run a binary
+/// built from another one, whose compile-time path names that other checkout.
 pub fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("harness/ has a parent")
-        .to_path_buf()
+    static ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let is_root = |d: &std::path::Path| {
+            d.join("Taskfile.yaml").is_file() && d.join("harness/Cargo.toml").is_file()
+        };
+        std::env::current_dir()
+            .ok()
+            .and_then(|cwd| {
+                cwd.ancestors()
+                    .find(|d| is_root(d))
+                    .map(|d| d.to_path_buf())
+            })
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .parent()
+                    .expect("harness/ has a parent")
+                    .to_path_buf()
+            })
+    })
+    .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_repo_root_is_this_checkout() {
+        let root = super::repo_root();
+        assert!(root.join("Taskfile.yaml").is_file(), "{}", root.display());
+        assert!(
+            root.join("harness/Cargo.toml").is_file(),
+            "{}",
+            root.display()
+        );
+        let here = std::env::current_dir().unwrap();
+        assert!(
+            here.starts_with(&root),
+            "{} not under {}",
+            here.display(),
+            root.display()
+        );
+    }
 }
