@@ -100,7 +100,8 @@ impl TaskRunner {
         self.run_with_stdin(args, None)
     }
 
-    /// Runs `task <args>` feeding `stdin` (e.g. an answer to a prompt).
+    /// Runs `task <args>` feeding `stdin` (e.g. an answer to a prompt), in its own process group,
+    /// so that a run past the timeout is killed with everything it started (bash, flux, kubectl).
     pub fn run_with_stdin<S: AsRef<str>>(
         &self,
         args: &[S],
@@ -110,6 +111,10 @@ impl TaskRunner {
         let mut full: Vec<OsString> = vec!["--dir".into(), self.repo_root.clone().into_os_string()];
         full.extend(args.iter().map(OsString::from));
         let mut expr = duct::cmd(&self.task_bin, &full)
+            .before_spawn(|cmd| {
+                std::os::unix::process::CommandExt::process_group(cmd, 0);
+                Ok(())
+            })
             .dir(&self.repo_root)
             .stdout_capture()
             .stderr_capture()
@@ -151,5 +156,51 @@ impl TaskRunner {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No process gone, or a zombie.
+    fn gone(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+            .unwrap_or(true)
+    }
+
+    #[test]
+    fn a_run_past_the_timeout_is_killed_with_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let child_pid = dir.path().join("child.pid");
+        // A stand-in `task` that starts a long child (as task starts bash and flux) and waits.
+        let script = dir.path().join("task");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nsleep 300 &\necho $! > {}\nwait\n",
+                child_pid.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let runner = TaskRunner::new(&script, dir.path()).timeout(Duration::from_secs(2));
+        let e = runner.run(&["flux:logs"]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "`task flux:logs` did not finish within 2s; it was killed"
+        );
+        let pid: u32 = std::fs::read_to_string(&child_pid)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gone(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(gone(pid), "the task's child {pid} outlived the timeout");
     }
 }
