@@ -30,30 +30,59 @@ use scenarios::{SETTLE, alone, exclusive, ok, scenario, writing};
 
 type Fingerprint = BTreeMap<String, String>;
 
-/// Fingerprints of every Flux object on both clusters, read until two reads 1 s apart agree (a
-/// controller may still be writing the status of an object a previous scenario touched).
-async fn settled_fingerprints(env: &Environment) -> anyhow::Result<(Fingerprint, Fingerprint)> {
-    let infra = env.client("infra").await?;
-    let apps = env.client("apps").await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = (
-        flux_fingerprint(&infra, None).await?,
-        flux_fingerprint(&apps, None).await?,
-    );
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = (
+/// Fingerprints of every Flux object on both clusters once they stopped changing: the "before" of
+/// a scenario that must change nothing.
+struct Settled {
+    infra: Fingerprint,
+    apps: Fingerprint,
+}
+
+impl Settled {
+    /// Reads both clusters until two reads 1 s apart agree (a controller may still be writing the
+    /// status of an object a previous scenario touched), for at most 60 s.
+    async fn read(env: &Environment) -> anyhow::Result<Self> {
+        let infra = env.client("infra").await?;
+        let apps = env.client("apps").await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = (
             flux_fingerprint(&infra, None).await?,
             flux_fingerprint(&apps, None).await?,
         );
-        if now == last {
-            return Ok(now);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = (
+                flux_fingerprint(&infra, None).await?,
+                flux_fingerprint(&apps, None).await?,
+            );
+            if now == last {
+                return Ok(Self {
+                    infra: now.0,
+                    apps: now.1,
+                });
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "Flux objects kept changing for 60 s, no stable fingerprint"
+            );
+            last = now;
         }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "Flux objects kept changing for 60 s, no stable fingerprint"
-        );
-        last = now;
+    }
+
+    /// Fails naming every Flux object of `cluster` that differs from the settled state now.
+    async fn unchanged_on(&self, env: &Environment, cluster: &str) -> anyhow::Result<()> {
+        let before = match cluster {
+            "infra" => &self.infra,
+            "apps" => &self.apps,
+            other => anyhow::bail!("no settled fingerprint of cluster {other}"),
+        };
+        let client = env.client(cluster).await?;
+        same_fingerprint(cluster, before, &flux_fingerprint(&client, None).await?)
+    }
+
+    /// [`Settled::unchanged_on`] both clusters.
+    async fn unchanged(&self, env: &Environment) -> anyhow::Result<()> {
+        self.unchanged_on(env, "infra").await?;
+        self.unchanged_on(env, "apps").await
     }
 }
 
@@ -333,8 +362,7 @@ async fn suspend_all_and_resume_all_with_yes() {
         // Alone: asserts that nothing changed on apps.
         let _alone = alone().await;
         let infra = env.client("infra").await?;
-        let apps = env.client("apps").await?;
-        let (_, apps_before) = settled_fingerprints(env).await?;
+        let before = Settled::read(env).await?;
         let objects = ks_and_hr(&infra).await?;
         anyhow::ensure!(objects.len() >= 4, "infra has only {} ks/hr", objects.len());
 
@@ -350,10 +378,10 @@ async fn suspend_all_and_resume_all_with_yes() {
                 out.transcript()
             );
         }
-        same_fingerprint("apps", &apps_before, &flux_fingerprint(&apps, None).await?)?;
+        before.unchanged_on(env, "apps").await?;
 
         // Without --yes (and with an answer on stdin, which is still no TTY): refused, no change.
-        let (infra_mid, apps_mid) = settled_fingerprints(env).await?;
+        let mid = Settled::read(env).await?;
         let out = env
             .task()
             .run_with_stdin(&["flux:resume-all", "CLUSTER=infra"], Some("y\n"))?;
@@ -363,8 +391,7 @@ async fn suspend_all_and_resume_all_with_yes() {
             out.transcript()
         );
         ensure_contains(&out, &["--yes"])?;
-        same_fingerprint("infra", &infra_mid, &flux_fingerprint(&infra, None).await?)?;
-        same_fingerprint("apps", &apps_mid, &flux_fingerprint(&apps, None).await?)?;
+        mid.unchanged(env).await?;
 
         let out = env
             .task()
@@ -374,7 +401,7 @@ async fn suspend_all_and_resume_all_with_yes() {
             let (ns, name) = ns_name(&obj);
             assertions::wait_resumed(&infra, &kind.resource(), &ns, &name, SETTLE).await?;
         }
-        same_fingerprint("apps", &apps_before, &flux_fingerprint(&apps, None).await?)?;
+        before.unchanged_on(env, "apps").await?;
         Ok(())
     })
     .await;
@@ -392,19 +419,11 @@ async fn bulk_suspend_refuses_without_yes(#[case] args: &[&str], #[case] stdin: 
         &format!("bulk-refuses-{}", args.join("-")),
         |env| async move {
             let _alone = alone().await;
-            let (infra_before, apps_before) = settled_fingerprints(env).await?;
+            let before = Settled::read(env).await?;
             let out = env.task().run_with_stdin(args, stdin)?;
             anyhow::ensure!(!out.success(), "ran without --yes:\n{}", out.transcript());
             ensure_contains(&out, &["--yes"])?;
-            let infra = env.client("infra").await?;
-            let apps = env.client("apps").await?;
-            same_fingerprint(
-                "infra",
-                &infra_before,
-                &flux_fingerprint(&infra, None).await?,
-            )?;
-            same_fingerprint("apps", &apps_before, &flux_fingerprint(&apps, None).await?)?;
-            Ok(())
+            before.unchanged(env).await
         },
     )
     .await;
@@ -1056,7 +1075,7 @@ spec:
         )
         .await?;
         let result = async {
-            let (infra_before, apps_before) = settled_fingerprints(env).await?;
+            let before = Settled::read(env).await?;
             let out = env.task().run(&[task, "APP=odoo", "CLUSTER=apps"])?;
             let e = one_error(&out)?;
             for needle in [
@@ -1067,14 +1086,7 @@ spec:
             ] {
                 anyhow::ensure!(e.contains(needle), "error lacks {needle:?}: {e}");
             }
-            let infra = env.client("infra").await?;
-            same_fingerprint(
-                "infra",
-                &infra_before,
-                &flux_fingerprint(&infra, None).await?,
-            )?;
-            same_fingerprint("apps", &apps_before, &flux_fingerprint(&apps, None).await?)?;
-            Ok(())
+            before.unchanged(env).await
         }
         .await;
         delete_and_wait(&apps, &Kind::HelmRelease.resource(), AMBIGUOUS_NS, "odoo").await?;
@@ -1099,21 +1111,13 @@ async fn unknown_app_is_refused(#[case] args: &[&str], #[case] expected: &[&str]
         &format!("unknown-app-{}", args.join("-")),
         |env| async move {
             let _alone = alone().await;
-            let (infra_before, apps_before) = settled_fingerprints(env).await?;
+            let before = Settled::read(env).await?;
             let out = env.task().run(args)?;
             let e = one_error(&out)?;
             for needle in expected {
                 anyhow::ensure!(e.contains(needle), "error lacks {needle:?}: {e}");
             }
-            let infra = env.client("infra").await?;
-            let apps = env.client("apps").await?;
-            same_fingerprint(
-                "infra",
-                &infra_before,
-                &flux_fingerprint(&infra, None).await?,
-            )?;
-            same_fingerprint("apps", &apps_before, &flux_fingerprint(&apps, None).await?)?;
-            Ok(())
+            before.unchanged(env).await
         },
     )
     .await;
@@ -1185,7 +1189,7 @@ async fn bad_input_is_refused_and_changes_nothing(#[case] args: &[&str], #[case]
         |env| async move {
             let _alone = alone().await;
             let _ = std::fs::remove_file(&marker);
-            let (infra_before, apps_before) = settled_fingerprints(env).await?;
+            let before = Settled::read(env).await?;
             let out = env.task().run(&args)?;
             let e = one_error(&out)?;
             anyhow::ensure!(
@@ -1199,15 +1203,7 @@ async fn bad_input_is_refused_and_changes_nothing(#[case] args: &[&str], #[case]
                 "injected command ran: {} exists",
                 marker.display()
             );
-            let infra = env.client("infra").await?;
-            let apps = env.client("apps").await?;
-            same_fingerprint(
-                "infra",
-                &infra_before,
-                &flux_fingerprint(&infra, None).await?,
-            )?;
-            same_fingerprint("apps", &apps_before, &flux_fingerprint(&apps, None).await?)?;
-            Ok(())
+            before.unchanged(env).await
         },
     )
     .await;
