@@ -82,7 +82,7 @@ impl GitServer {
         port: u16,
         state_dir: &Path,
     ) -> Result<(Self, FixturesRepo)> {
-        let lighttpd = which("lighttpd").context("lighttpd is not installed: apt-get install -y lighttpd (the Git server for the fixtures repo)")?;
+        let lighttpd = crate::toolchain::which("lighttpd").context("lighttpd is not installed: apt-get install -y lighttpd (the Git server for the fixtures repo)")?;
         if !Path::new(HTTP_BACKEND).is_file() {
             bail!("{HTTP_BACKEND} is missing: apt-get install -y git");
         }
@@ -195,14 +195,6 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
         bail!("git {} failed in {}: {text}", args.join(" "), dir.display());
     }
     Ok(text)
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -552,12 +552,27 @@ impl GoCmd {
     }
 }
 
+/// The first `name` in a directory of PATH.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// [`on_path`], else `/usr/sbin` or `/sbin`: Debian installs daemons such as lighttpd there, off
+/// a user's PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    on_path(name).or_else(|| {
+        ["/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    })
+}
+
 /// Fails with one line naming the fix when `name` is not on PATH.
 pub fn require_command(name: &str, fix: &str) -> Result<()> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
-    if !found {
+    if on_path(name).is_none() {
         bail!("`{name}` is not on PATH: {fix}");
     }
     Ok(())

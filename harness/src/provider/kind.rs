@@ -33,7 +33,7 @@ pub fn config_path(cluster: &str) -> PathBuf {
 pub fn require_docker_engine() -> Result<()> {
     const FIX: &str =
         "start a Docker engine (e.g. `sudo systemctl start docker`) or use HARNESS_PROVIDER=local";
-    if !on_path("docker") {
+    if crate::toolchain::on_path("docker").is_none() {
         bail!(
             "HARNESS_PROVIDER=kind needs a Docker engine, but `docker` is not on PATH: install Docker Engine (https://docs.docker.com/engine/install/) or use HARNESS_PROVIDER=local"
         );
@@ -58,12 +58,6 @@ pub fn require_docker_engine() -> Result<()> {
     bail!(
         "HARNESS_PROVIDER=kind needs a running Docker engine, but `docker info` failed ({why}): {FIX}"
     )
-}
-
-fn on_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false)
 }
 
 /// The IPv4 gateway of the `kind` Docker network (created by the first `kind create cluster`).

@@ -131,17 +131,15 @@ pub(crate) fn fresh_state_dir(state_dir: &Path, entries: &[String]) -> Result<()
 }
 
 /// The fixtures git server runs `lighttpd` with `git http-backend`: fails in one line naming the
-/// package to install when either is missing (sbin directories count even when not on PATH).
+/// package to install when either is missing (found as the git server finds them:
+/// [`crate::toolchain::which`], so the sbin directories count even when not on PATH).
 pub(crate) fn require_git_server_tools() -> Result<()> {
     for (cmd, fix) in [
         ("git", "apt-get install -y git"),
         ("lighttpd", "apt-get install -y lighttpd"),
     ] {
-        if !["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
-            .iter()
-            .any(|d| Path::new(d).join(cmd).is_file())
-        {
-            crate::toolchain::require_command(cmd, fix)?;
+        if crate::toolchain::which(cmd).is_none() {
+            anyhow::bail!("`{cmd}` is not on PATH: {fix}");
         }
     }
     Ok(())
