@@ -100,13 +100,31 @@ impl TaskRunner {
         self.run_with_stdin(args, None)
     }
 
-    /// Runs `task <args>` feeding `stdin` (e.g. an answer to a prompt), in its own process group,
-    /// so that a run past the timeout is killed with everything it started (bash, flux, kubectl).
+    /// Runs `task <args>` feeding `stdin` (e.g. an answer to a prompt); fails when it did not
+    /// finish within the timeout.
     pub fn run_with_stdin<S: AsRef<str>>(
         &self,
         args: &[S],
         stdin: Option<&str>,
     ) -> Result<TaskOutput> {
+        match self.run_within(args, stdin)? {
+            Some(out) => Ok(out),
+            None => anyhow::bail!(
+                "`task {}` did not finish within {:?}; it was killed",
+                args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" "),
+                self.timeout
+            ),
+        }
+    }
+
+    /// Runs `task <args>` in its own process group; `None` when it did not finish within the
+    /// timeout. Either way the group is killed at the end, so nothing it started (bash, flux,
+    /// kubectl) outlives the run.
+    pub fn run_within<S: AsRef<str>>(
+        &self,
+        args: &[S],
+        stdin: Option<&str>,
+    ) -> Result<Option<TaskOutput>> {
         let args: Vec<String> = args.iter().map(|a| a.as_ref().to_string()).collect();
         let mut full: Vec<OsString> = vec!["--dir".into(), self.repo_root.clone().into_os_string()];
         full.extend(args.iter().map(OsString::from));
@@ -130,29 +148,30 @@ impl TaskRunner {
         let handle = expr
             .start()
             .with_context(|| format!("starting {}", self.task_bin.display()))?;
+        let kill_group = || {
+            if let Some(pid) = handle.pids().first() {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(*pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        };
         loop {
             if let Some(out) = handle.try_wait()? {
-                return Ok(TaskOutput {
+                let out = TaskOutput {
                     args,
                     code: out.status.code(),
                     stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
                     stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
                     elapsed: started.elapsed(),
-                });
+                };
+                kill_group();
+                return Ok(Some(out));
             }
             if started.elapsed() > self.timeout {
-                if let Some(pid) = handle.pids().first() {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(*pid as i32),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+                kill_group();
                 handle.kill()?;
-                anyhow::bail!(
-                    "`task {}` did not finish within {:?}; it was killed",
-                    args.join(" "),
-                    self.timeout
-                );
+                return Ok(None);
             }
             std::thread::sleep(Duration::from_millis(20));
         }

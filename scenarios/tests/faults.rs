@@ -3,13 +3,11 @@
 //! is one test with sequential steps; each step's failure is collected and the test fails at the
 //! end naming all of them, so that a failing step does not hide the later ones.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::assertions::{self, is_suspended};
 use harness::fixtures::Kind;
 use harness::provider::Environment;
-use harness::task_runner::TaskOutput;
 use harness::toolchain::Tool;
 use scenarios::{SETTLE, ok, scenario};
 
@@ -18,50 +16,6 @@ const RECONCILE_TIMEOUT: &str = "20s";
 const RECONCILE_BOUND: Duration = Duration::from_secs(60);
 /// How fast a task must fail when an API server is down (preflight waits at most 5 s).
 const API_DOWN_BOUND: Duration = Duration::from_secs(15);
-
-/// Runs `task` as its own process group with a hard bound; past it the whole group (task, bash,
-/// flux) is killed and `Ok(None)` returned, so no process outlives the step.
-fn run_bounded(
-    env: &Environment,
-    args: &[&str],
-    bound: Duration,
-) -> anyhow::Result<Option<TaskOutput>> {
-    let dir = tempfile::tempdir()?;
-    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let started = Instant::now();
-    let mut child = env
-        .task()
-        .command(args)
-        .stdout(std::fs::File::create(&out_path)?)
-        .stderr(std::fs::File::create(&err_path)?)
-        .spawn()?;
-    let pgid = child.id();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if started.elapsed() > bound {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    // Whatever the outcome, nothing of the group survives the step.
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status();
-    if status.is_none() {
-        let _ = child.wait();
-        return Ok(None);
-    }
-    Ok(Some(TaskOutput {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        code: status.and_then(|s| s.code()),
-        stdout: std::fs::read_to_string(&out_path)?,
-        stderr: std::fs::read_to_string(&err_path)?,
-        elapsed: started.elapsed(),
-    }))
-}
 
 /// `R`, `S`, `Z`… from /proc/<pid>/stat; `gone` when there is no such process.
 fn proc_state(pid: u32) -> String {
@@ -89,7 +43,10 @@ async fn helm_controller_down(env: &'static Environment) -> anyhow::Result<()> {
         "CLUSTER=apps",
         &format!("TIMEOUT={RECONCILE_TIMEOUT}"),
     ];
-    let outcome = run_bounded(env, &args, RECONCILE_BOUND + Duration::from_secs(30));
+    let outcome = env
+        .task()
+        .timeout(RECONCILE_BOUND + Duration::from_secs(30))
+        .run_within(&args, None);
     // Start it again before judging, so the next step has a healthy helm-controller.
     env.faults()
         .start_controller("apps", Tool::HelmController)?;
@@ -166,7 +123,11 @@ async fn apps_apiserver_down(env: &'static Environment) -> anyhow::Result<()> {
         &["flux:reconcile", "APP=odoo", "CLUSTER=apps"][..],
         &["flux:status", "CLUSTER=apps"][..],
     ] {
-        let step = match run_bounded(env, args, API_DOWN_BOUND * 4)? {
+        let step = match env
+            .task()
+            .timeout(API_DOWN_BOUND * 4)
+            .run_within(args, None)?
+        {
             None => Err(anyhow::anyhow!(
                 "`task {}` hung with the apps API server down",
                 args.join(" ")
@@ -229,7 +190,11 @@ async fn apps_apiserver_down(env: &'static Environment) -> anyhow::Result<()> {
     }
 
     // CLUSTER=all: infra still reported; apps named as failing; exit ≠ 0 (a cluster failed).
-    match run_bounded(env, &["flux:status", "CLUSTER=all"], API_DOWN_BOUND * 4)? {
+    match env
+        .task()
+        .timeout(API_DOWN_BOUND * 4)
+        .run_within(&["flux:status", "CLUSTER=all"], None)?
+    {
         None => failures
             .push("`task flux:status CLUSTER=all` hung with the apps API server down".into()),
         Some(out) => {
