@@ -108,6 +108,9 @@ pub struct BenchOptions {
     pub scale: Vec<usize>,
     /// Also time the scenario suite serial vs parallel (runs `cargo test`).
     pub suite: bool,
+    /// Also time the kind provider (images, environment start, teardown) while the local
+    /// environment runs; `Some(true)` rebuilds every image from the cached tools first (cold).
+    pub kind: Option<bool>,
     pub state_dir: PathBuf,
     pub output: PathBuf,
 }
@@ -391,10 +394,110 @@ pub fn run(options: &BenchOptions) -> Result<String> {
         );
     }
 
-    md += "Only the `local` provider is timed; `kind` and `k3s` are not measured here.\n";
+    match options.kind {
+        Some(cold) => md += &kind_section(&toolchain, options, cold, rss)?,
+        None => md += "The `kind` provider is not timed in this run (`--kind`).\n",
+    }
+    md += "`k3s` is not timed: it cannot run here (its image cannot be had).\n";
     std::fs::write(&options.output, &md)
         .with_context(|| format!("writing {}", options.output.display()))?;
     Ok(md)
+}
+
+/// Section 6, the kind provider beside the local environment (still running): image build (cold when
+/// asked, then cached), both kind clusters with Flux and the fixtures Ready, memory of both
+/// environments at once, teardown.
+fn kind_section(
+    toolchain: &Toolchain,
+    options: &BenchOptions,
+    cold: bool,
+    local_rss_kib: u64,
+) -> Result<String> {
+    use crate::provider::containers::{ContainerOptions, run};
+    let state_dir = options.state_dir.with_file_name("bench-kind");
+    let mut engine = crate::engine::Engine::ensure(&state_dir)?;
+    let mut rows = Vec::new();
+    if cold {
+        let listed = run(
+            "docker images",
+            duct::cmd!("docker", "images", "--format", "{{.Repository}}:{{.Tag}}"),
+            Duration::from_secs(60),
+        )?;
+        let ours: Vec<&str> = listed
+            .lines()
+            .filter(|l| l.starts_with(crate::images::REPOSITORY))
+            .collect();
+        if !ours.is_empty() {
+            let mut args = vec!["rmi", "--force"];
+            args.extend(&ours);
+            run(
+                "docker rmi",
+                duct::cmd("docker", args),
+                Duration::from_secs(300),
+            )?;
+        }
+        let _ = std::fs::remove_dir_all(toolchain.cache_root().join("images"));
+        let t = Instant::now();
+        crate::images::ensure_kind_images(toolchain, &mut engine)?;
+        rows.push(Sample {
+            label: "build every kind image, cold (tools already built)".into(),
+            runs: vec![t.elapsed()],
+        });
+    }
+    let t = Instant::now();
+    crate::images::ensure_kind_images(toolchain, &mut engine)?;
+    rows.push(Sample {
+        label: "kind images, cached (checks only)".into(),
+        runs: vec![t.elapsed()],
+    });
+    drop(engine);
+    let mut starts = Vec::new();
+    let mut teardowns = Vec::new();
+    let mut memory = String::new();
+    for i in 0..options.env_starts.max(1) {
+        let t = Instant::now();
+        let env = crate::provider::kind::start(&ContainerOptions::new(&state_dir))?;
+        starts.push(t.elapsed());
+        eprintln!("bench: kind start {}: {:.1?}", i + 1, t.elapsed());
+        let stats = run(
+            "docker stats",
+            duct::cmd!(
+                "docker",
+                "stats",
+                "--no-stream",
+                "--format",
+                "{{.Name}} {{.MemUsage}}"
+            ),
+            Duration::from_secs(60),
+        )?;
+        let engine_rss: u64 = env.processes().iter().map(|(_, pid)| rss_kib(*pid)).sum();
+        memory = format!(
+            "Memory with both environments up: local {:.0} MiB (its processes), kind: {} (node containers, `docker stats`), plus {:.0} MiB of harness-started processes (dockerd, git server).\n",
+            local_rss_kib as f64 / 1024.0,
+            stats.lines().collect::<Vec<_>>().join(", "),
+            engine_rss as f64 / 1024.0
+        );
+        let t = Instant::now();
+        drop(env);
+        teardowns.push(t.elapsed());
+    }
+    rows.push(Sample {
+        label: "start both kind clusters, Flux and fixtures Ready (images cached)".into(),
+        runs: starts,
+    });
+    rows.push(Sample {
+        label: "teardown (delete both clusters, stop the engine)".into(),
+        runs: teardowns,
+    });
+    let refs: Vec<&Sample> = rows.iter().collect();
+    Ok(format!(
+        "{}\n{memory}\n",
+        table(
+            "6. kind provider (every image built here)",
+            "measure",
+            &refs
+        )
+    ))
 }
 
 /// The command line that reproduces this run.
@@ -408,6 +511,11 @@ fn command_line(options: &BenchOptions) -> String {
     );
     if !options.suite {
         line += " --no-suite";
+    }
+    match options.kind {
+        Some(true) => line += " --kind --kind-cold",
+        Some(false) => line += " --kind",
+        None => {}
     }
     line
 }

@@ -5,12 +5,15 @@ pub mod apply;
 pub mod assertions;
 pub mod bench;
 pub mod diagnostics;
+pub mod engine;
 pub mod fixtures;
 pub mod flux;
 pub mod gitserver;
+pub mod images;
 pub mod kwok;
 pub mod process;
 pub mod provider;
+pub mod system;
 pub mod task_runner;
 pub mod toolchain;
 

@@ -47,6 +47,9 @@ enum Command {
     Status,
     /// Build every pinned tool into the machine-wide cache and print where they are.
     Toolchain,
+    /// Build every image the kind provider runs (cached by version; a Docker engine is started
+    /// for the build where none answers, and stopped after it) and print them.
+    Images,
     /// Time the environment and the tasks side by side; writes docs/benchmarks.md.
     Bench {
         /// Environment starts to time.
@@ -61,6 +64,12 @@ enum Command {
         /// Skip timing the scenario suite (serial vs parallel `cargo test`).
         #[arg(long)]
         no_suite: bool,
+        /// Also time the kind provider (images, start, memory beside the local one, teardown).
+        #[arg(long)]
+        kind: bool,
+        /// With --kind: remove every locally built image first and time the cold image build.
+        #[arg(long, requires = "kind")]
+        kind_cold: bool,
         /// Where the markdown report goes.
         #[arg(long, default_value_os_t = harness::bench::default_output())]
         output: PathBuf,
@@ -84,17 +93,21 @@ fn main() {
         Command::Down => down(&cli.state_dir),
         Command::Status => status(&cli.state_dir),
         Command::Toolchain => toolchain(),
+        Command::Images => images(&cli.state_dir),
         Command::Bench {
             env_starts,
             reps,
             scale,
             no_suite,
+            kind,
+            kind_cold,
             output,
         } => harness::bench::run(&harness::bench::BenchOptions {
             env_starts,
             reps,
             scale,
             suite: !no_suite,
+            kind: kind.then_some(kind_cold),
             state_dir: harness::bench::default_state_dir(),
             output,
         })
@@ -158,7 +171,9 @@ fn up(
     });
     let Some(started) = started else {
         eprintln!("harness: interrupted during start-up; stopping what was started");
-        process::reap_stale(state_dir);
+        if let Err(e) = stop_leftovers(state_dir) {
+            eprintln!("harness: {e:#}");
+        }
         let _ = fs::remove_file(state_dir.join("supervisor.pid"));
         std::process::exit(130);
     };
@@ -242,6 +257,24 @@ fn down(state_dir: &Path) -> Result<()> {
         )?;
         println!("harness: stopped the environment of harness pid {pid}");
     }
+    stop_leftovers(state_dir)?;
+    let _ = fs::remove_file(state_dir.join("supervisor.pid"));
+    println!("harness: nothing of {} is running", state_dir.display());
+    Ok(())
+}
+
+/// Deletes what an environment of `state_dir` left behind: kind clusters it recorded (while its
+/// Docker engine, if it started one, still runs), then its processes by pid, then k3s containers.
+fn stop_leftovers(state_dir: &Path) -> Result<()> {
+    // kind clusters of a crashed `up --provider kind`, while its Docker engine (if it started one)
+    // still runs; the record stays for the next start where no engine answers.
+    let clusters = harness::provider::kind::remove_stale_clusters(state_dir)?;
+    if !clusters.is_empty() {
+        println!(
+            "harness: deleted leftover kind clusters: {}",
+            clusters.join(", ")
+        );
+    }
     let stale = process::reap_stale(state_dir);
     if !stale.is_empty() {
         println!(
@@ -255,8 +288,6 @@ fn down(state_dir: &Path) -> Result<()> {
     if harness::provider::k3s::require_docker_engine().is_ok() {
         harness::provider::k3s::remove_stale_containers(state_dir)?;
     }
-    let _ = fs::remove_file(state_dir.join("supervisor.pid"));
-    println!("harness: nothing of {} is running", state_dir.display());
     Ok(())
 }
 
@@ -278,6 +309,20 @@ fn status(state_dir: &Path) -> Result<()> {
     if kubeconfig.exists() {
         println!("export KUBECONFIG={}", kubeconfig.display());
     }
+    Ok(())
+}
+
+fn images(state_dir: &Path) -> Result<()> {
+    let toolchain = Toolchain::from_env()?;
+    // A Docker engine an earlier, killed run of this command started is stopped first.
+    process::reap_stale(state_dir);
+    let mut engine = harness::engine::Engine::ensure(state_dir)?;
+    let images = harness::images::ensure_kind_images(&toolchain, &mut engine)?;
+    println!("node image   {}", images.node);
+    for image in &images.load {
+        println!("kind load    {image}");
+    }
+    println!("flux install {}", images.flux_manifest.display());
     Ok(())
 }
 

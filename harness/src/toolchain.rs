@@ -32,10 +32,26 @@ pub enum Tool {
     NotificationController,
     /// Only for the kind provider (and validating kind-configs/ here).
     Kind,
+    /// kind provider, node image built here: kubelet, kubeadm, kube-proxy of the `kubernetes` pin.
+    KubeNode,
+    /// kind provider, node image built here: the cluster DNS kubeadm deploys.
+    Coredns,
+    /// kind provider, node image built here: `crictl`, which `kind load` and `kind export logs` run.
+    Crictl,
 }
 
 impl Tool {
     /// Every tool the `local` provider and the Taskfiles need (built by `harness toolchain`).
+    /// What the kind provider builds its images from, besides the Flux controllers.
+    pub const KIND_IMAGES: [Tool; 6] = [
+        Tool::Kind,
+        Tool::Kubernetes,
+        Tool::KubeNode,
+        Tool::Etcd,
+        Tool::Coredns,
+        Tool::Crictl,
+    ];
+
     pub const ALL: [Tool; 9] = [
         Tool::Task,
         Tool::Flux,
@@ -61,6 +77,18 @@ impl Tool {
             Tool::HelmController => "helm-controller",
             Tool::NotificationController => "notification-controller",
             Tool::Kind => "kind",
+            Tool::KubeNode => "kube-node",
+            Tool::Coredns => "coredns",
+            Tool::Crictl => "cri-tools",
+        }
+    }
+
+    /// The pin in `toolchain/versions.yaml` this tool is built at: its own key, except for the
+    /// Kubernetes node binaries, which follow the `kubernetes` pin.
+    fn version_key(self) -> &'static str {
+        match self {
+            Tool::KubeNode => Tool::Kubernetes.key(),
+            _ => self.key(),
         }
     }
 
@@ -70,12 +98,14 @@ impl Tool {
             Tool::Flux => "github.com/fluxcd/flux2/v2",
             Tool::Kwok => "sigs.k8s.io/kwok",
             Tool::Etcd => "go.etcd.io/etcd/server/v3",
-            Tool::Kubernetes => "k8s.io/kubernetes",
+            Tool::Kubernetes | Tool::KubeNode => "k8s.io/kubernetes",
             Tool::SourceController => "github.com/fluxcd/source-controller",
             Tool::KustomizeController => "github.com/fluxcd/kustomize-controller",
             Tool::HelmController => "github.com/fluxcd/helm-controller",
             Tool::NotificationController => "github.com/fluxcd/notification-controller",
             Tool::Kind => "sigs.k8s.io/kind",
+            Tool::Coredns => "github.com/coredns/coredns",
+            Tool::Crictl => "sigs.k8s.io/cri-tools",
         }
     }
 
@@ -97,6 +127,13 @@ impl Tool {
             Tool::HelmController => &[("", "helm-controller")],
             Tool::NotificationController => &[("", "notification-controller")],
             Tool::Kind => &[("", "kind")],
+            Tool::KubeNode => &[
+                ("cmd/kubelet", "kubelet"),
+                ("cmd/kubeadm", "kubeadm"),
+                ("cmd/kube-proxy", "kube-proxy"),
+            ],
+            Tool::Coredns => &[("", "coredns")],
+            Tool::Crictl => &[("cmd/crictl", "crictl")],
         }
     }
 
@@ -104,7 +141,7 @@ impl Tool {
     /// CLI and kwok report their own version from a variable set at link time.
     fn ldflags(self, version: &str) -> String {
         match self {
-            Tool::Kubernetes => {
+            Tool::Kubernetes | Tool::KubeNode => {
                 let v = "k8s.io/component-base/version";
                 let minor = version.split('.').nth(1).unwrap_or("0");
                 format!(
@@ -120,7 +157,7 @@ impl Tool {
 
     /// Version of the staging modules that stand in for `v0.0.0` requirements (Kubernetes only).
     fn staging_version(self, version: &str) -> Option<String> {
-        (self == Tool::Kubernetes).then(|| version.replacen("v1.", "v0.", 1))
+        matches!(self, Tool::Kubernetes | Tool::KubeNode).then(|| version.replacen("v1.", "v0.", 1))
     }
 
     /// The flux CLI embeds `cmd/flux/manifests/*.yaml`, which its module zip lacks: build it from a
@@ -144,6 +181,7 @@ impl Tool {
     fn cold_build_hint(self) -> &'static str {
         match self {
             Tool::Kubernetes => "10-20 min",
+            Tool::KubeNode => "5-10 min",
             Tool::Task | Tool::Kind => "1-2 min",
             Tool::Etcd => "2-3 min",
             _ => "3-8 min",
@@ -163,9 +201,14 @@ impl Versions {
 
     pub fn get(&self, tool: Tool) -> &str {
         self.0
-            .get(tool.key())
+            .get(tool.version_key())
             .map(String::as_str)
-            .unwrap_or_else(|| panic!("toolchain/versions.yaml has no `{}` pin", tool.key()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "toolchain/versions.yaml has no `{}` pin",
+                    tool.version_key()
+                )
+            })
     }
 
     /// A pin that is not a built tool (e.g. `k3s`, an image tag); fails naming the missing key.
@@ -207,6 +250,11 @@ impl Toolchain {
         &self.versions
     }
 
+    /// The machine-wide cache directory (tools, locks, image build contexts).
+    pub fn cache_root(&self) -> &Path {
+        &self.root
+    }
+
     fn tool_dir(&self, tool: Tool) -> PathBuf {
         self.root
             .join("tools")
@@ -221,6 +269,11 @@ impl Toolchain {
     /// Path of one binary, e.g. `binary(Tool::Kubernetes, "kube-apiserver")`.
     pub fn binary(&self, tool: Tool, name: &str) -> PathBuf {
         self.bin_dir(tool).join(name)
+    }
+
+    /// The source of `tool`'s pinned module in Go's module cache (downloaded if needed).
+    pub fn module_dir(&self, tool: Tool) -> Result<PathBuf> {
+        go_mod_download(tool.module(), self.versions.get(tool), "Dir")
     }
 
     /// The CRDs of a Flux controller, copied from its module next to its binary.
@@ -585,7 +638,7 @@ mod tests {
     #[test]
     fn every_tool_is_pinned() {
         let versions = Versions::pinned().unwrap();
-        for tool in Tool::ALL {
+        for tool in Tool::ALL.iter().chain(&Tool::KIND_IMAGES).copied() {
             assert!(
                 versions.get(tool).starts_with('v'),
                 "{} pin must be a module version",

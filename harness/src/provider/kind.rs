@@ -9,15 +9,17 @@
 
 use std::fs;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::containers::{Common, ContainerOptions, finish, run};
+use super::containers::{Common, ContainerOptions, run};
 use super::{Environment, Faults, Running};
+use crate::engine::Engine;
 use crate::fixtures::CLUSTERS;
+use crate::images::KindImages;
 use crate::toolchain::{Tool, Toolchain};
 
 pub use super::containers::{FLUX_MANIFEST_ENV, flux_manifest};
@@ -29,35 +31,73 @@ pub fn config_path(cluster: &str) -> PathBuf {
         .join(format!("{cluster}.yaml"))
 }
 
-/// Fails with one line naming the problem and the fix unless a Docker engine answers.
+/// Fails with one line naming the problem and the fix unless a Docker engine answers (used where
+/// the harness must not start one, e.g. `harness down`).
 pub fn require_docker_engine() -> Result<()> {
-    const FIX: &str =
-        "start a Docker engine (e.g. `sudo systemctl start docker`) or use HARNESS_PROVIDER=local";
-    if crate::toolchain::on_path("docker").is_none() {
-        bail!(
-            "HARNESS_PROVIDER=kind needs a Docker engine, but `docker` is not on PATH: install Docker Engine (https://docs.docker.com/engine/install/) or use HARNESS_PROVIDER=local"
-        );
-    }
-    let out = finish(
-        duct::cmd!("docker", "info", "--format", "{{.ServerVersion}}"),
-        Duration::from_secs(30),
-    )?;
-    let why = match out {
-        Some(out) if out.status.success() => return Ok(()),
-        Some(out) => {
-            let text = String::from_utf8_lossy(&out.stderr).into_owned()
-                + &String::from_utf8_lossy(&out.stdout);
-            text.lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{}, no output", out.status))
+    crate::engine::answers().map_err(|why| {
+        anyhow::anyhow!(
+            "HARNESS_PROVIDER=kind needs a running Docker engine, but `docker info` failed ({why}): start a Docker engine (e.g. `sudo systemctl start docker`), run as root to let the harness start one, or use HARNESS_PROVIDER=local"
+        )
+    })
+}
+
+/// Where the kind provider's images come from: `HARNESS_KIND_IMAGES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Every image built on this machine (`harness/src/images.rs`); no registry needed. The default.
+    Local,
+    /// The node image of `kind-configs/` and Flux's release manifest and images, pulled from their
+    /// registries (where registries are reachable, e.g. GitHub's runners).
+    Upstream,
+}
+
+impl ImageSource {
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("HARNESS_KIND_IMAGES")
+            .as_deref()
+            .unwrap_or("")
+        {
+            "" | "local" => Ok(Self::Local),
+            "upstream" => Ok(Self::Upstream),
+            other => bail!(
+                "HARNESS_KIND_IMAGES={other} is unknown: use local (build every image here) or upstream (pull from registries)"
+            ),
         }
-        None => "no answer within 30s".to_string(),
+    }
+}
+
+/// The record of the clusters a run created, so that `harness down` and the next start delete
+/// what a crashed run left.
+fn created_record(state_dir: &Path) -> PathBuf {
+    state_dir.join("kind-clusters")
+}
+
+/// Deletes the kind clusters an earlier run in `state_dir` created and did not delete (it
+/// crashed); returns their names. Needs an answering engine (a crashed run's own engine still runs).
+pub fn remove_stale_clusters(state_dir: &Path) -> Result<Vec<String>> {
+    let record = created_record(state_dir);
+    let Ok(text) = fs::read_to_string(&record) else {
+        return Ok(Vec::new());
     };
-    bail!(
-        "HARNESS_PROVIDER=kind needs a running Docker engine, but `docker info` failed ({why}): {FIX}"
-    )
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() || crate::engine::answers().is_err() {
+        return Ok(Vec::new());
+    }
+    let kind = Toolchain::from_env()?.binary(Tool::Kind, "kind");
+    for name in &names {
+        run(
+            &format!("kind delete cluster --name {name}"),
+            duct::cmd!(&kind, "delete", "cluster", "--name", name),
+            Duration::from_secs(180),
+        )?;
+    }
+    fs::remove_file(&record)?;
+    Ok(names)
 }
 
 /// The IPv4 gateway of the `kind` Docker network (created by the first `kind create cluster`).
@@ -87,17 +127,52 @@ struct KindRunning {
     common: Common,
     /// Clusters this run created (and therefore deletes); never one that existed before.
     created: Mutex<Vec<String>>,
+    /// The Docker engine: stopped after the clusters are deleted, if this run started it.
+    engine: Engine,
 }
 
 /// Creates both kind clusters, installs Flux and bootstraps the fixtures; on failure everything
 /// created is deleted again and the error names the diagnostics directory.
 pub fn start(options: &ContainerOptions) -> Result<Environment> {
-    // Fail fast, before anything is built or created.
-    require_docker_engine()?;
+    let source = ImageSource::from_env()?;
+    let state_dir = options.state_dir.clone();
+    // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign one.
+    super::reap_announced(&state_dir);
+    // Fail fast, before anything is built or created: the engine (writes the state directory only
+    // when it starts one), then the git server's tools.
+    let mut engine = Engine::ensure(&state_dir)?;
     super::require_git_server_tools()?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kind, Tool::Kubernetes, Tool::Task, Tool::Flux])?;
-    let manifest = flux_manifest(&toolchain)?;
+    let images = match source {
+        ImageSource::Local => crate::images::ensure_kind_images(&toolchain, &mut engine)?,
+        ImageSource::Upstream => {
+            let fixture_app = crate::images::ensure_fixture_app(&toolchain)?;
+            engine.ensure_privileged(&fixture_app)?;
+            KindImages {
+                node: String::new(),
+                load: vec![fixture_app],
+                flux_manifest: PathBuf::from(flux_manifest(&toolchain)?),
+                kubeadm_patches: Vec::new(),
+            }
+        }
+    };
+    let stale = remove_stale_clusters(&state_dir)?;
+    if !stale.is_empty() {
+        eprintln!(
+            "harness: deleted kind clusters left by an earlier run: {}",
+            stale.join(", ")
+        );
+    }
+    super::clear_entries(
+        &state_dir,
+        &["git", "kind-logs", "kubeconfig"]
+            .into_iter()
+            .map(String::from)
+            .chain(CLUSTERS.iter().map(|c| format!("kind-{c}.kubeconfig")))
+            .chain(CLUSTERS.iter().map(|c| format!("kind-{c}.yaml")))
+            .collect::<Vec<_>>(),
+    )?;
     let kind = toolchain.binary(Tool::Kind, "kind");
 
     let existing = run(
@@ -110,28 +185,20 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
         .find(|c| existing.lines().any(|l| l.trim() == **c))
     {
         bail!(
-            "a kind cluster named {taken} already exists (an earlier run?): delete it with `kind delete cluster --name {taken}` and rerun"
+            "a kind cluster named {taken} already exists (not created by this state directory): delete it with `kind delete cluster --name {taken}` and rerun"
         );
     }
-
-    let state_dir = options.state_dir.clone();
-    super::fresh_state_dir(
-        &state_dir,
-        &["git", "pids", "kind-logs", "kubeconfig"]
-            .into_iter()
-            .map(String::from)
-            .chain(CLUSTERS.iter().map(|c| format!("kind-{c}.kubeconfig")))
-            .collect::<Vec<_>>(),
-    )?;
 
     let running = KindRunning {
         kind,
         common: Common::new(&toolchain, &state_dir),
         created: Mutex::new(Vec::new()),
+        engine,
     };
+    let manifest = images.flux_manifest.to_string_lossy().into_owned();
     let started = (|| {
         for cluster in CLUSTERS {
-            running.create_cluster(cluster, options.create_timeout)?;
+            running.create_cluster(cluster, &images, options.create_timeout)?;
         }
         running.merge_kubeconfigs()?;
         running
@@ -147,6 +214,26 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
     )
 }
 
+/// `kind-configs/<cluster>.yaml`, with the locally built node image and kubeadm patches when the
+/// images are local (`images.node` not empty).
+pub fn cluster_config(cluster: &str, images: &KindImages) -> Result<String> {
+    let path = config_path(cluster);
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&fs::read_to_string(&path)?)
+        .with_context(|| format!("{} is not YAML", path.display()))?;
+    if !images.node.is_empty() {
+        for node in config["nodes"].as_sequence_mut().into_iter().flatten() {
+            node["image"] = images.node.clone().into();
+        }
+        let mut patches = config["kubeadmConfigPatches"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        patches.extend(images.kubeadm_patches.iter().map(|p| p.clone().into()));
+        config["kubeadmConfigPatches"] = patches.into();
+    }
+    Ok(serde_yaml::to_string(&config)?)
+}
+
 impl KindRunning {
     fn cluster_kubeconfig(&self, cluster: &str) -> PathBuf {
         self.common
@@ -157,12 +244,15 @@ impl KindRunning {
     /// `kind create cluster` from `kind-configs/<cluster>.yaml`; its output goes to
     /// `<state>/kind-logs/create-<cluster>.log`. `kind create --wait` only warns when the node is
     /// not Ready in time: [`Common::bring_up`] waits for that.
-    fn create_cluster(&self, cluster: &str, timeout: Duration) -> Result<()> {
+    fn create_cluster(&self, cluster: &str, images: &KindImages, timeout: Duration) -> Result<()> {
         let log_dir = self.common.state_dir.join("kind-logs");
         fs::create_dir_all(&log_dir)?;
         let log = log_dir.join(format!("create-{cluster}.log"));
+        let config = self.common.state_dir.join(format!("kind-{cluster}.yaml"));
+        fs::write(&config, cluster_config(cluster, images)?)?;
         // Recorded first: a create that fails half-way leaves containers to delete.
         self.created.lock().unwrap().push(cluster.to_string());
+        self.record_created()?;
         let kubeconfig = self.cluster_kubeconfig(cluster);
         let result = run(
             &format!("kind create cluster --name {cluster}"),
@@ -173,7 +263,7 @@ impl KindRunning {
                 "--name",
                 cluster,
                 "--config",
-                config_path(cluster),
+                &config,
                 "--kubeconfig",
                 &kubeconfig,
                 "--wait",
@@ -190,6 +280,16 @@ impl KindRunning {
                 crate::process::tail(&log, 5).trim()
             )
         })?;
+        let mut load = vec!["load", "docker-image", "--name", cluster];
+        load.extend(images.load.iter().map(String::as_str));
+        run(
+            &format!(
+                "kind load docker-image --name {cluster} {}",
+                images.load.join(" ")
+            ),
+            duct::cmd(&self.kind, load),
+            Duration::from_secs(300),
+        )?;
         run(
             &format!("kubectl config rename-context kind-{cluster} {cluster}"),
             duct::cmd!(
@@ -203,6 +303,13 @@ impl KindRunning {
             ),
             Duration::from_secs(30),
         )?;
+        Ok(())
+    }
+
+    /// Writes the clusters created so far to the state directory's record.
+    fn record_created(&self) -> Result<()> {
+        let names = self.created.lock().unwrap().join("\n");
+        fs::write(created_record(&self.common.state_dir), names + "\n")?;
         Ok(())
     }
 
@@ -270,11 +377,15 @@ impl Running for KindRunning {
     /// Exports the clusters' logs (`kind export logs`) first, then lists them with the git server's.
     fn log_paths(&self) -> Vec<PathBuf> {
         self.export_logs();
-        self.common.log_paths("kind-logs")
+        let mut paths = self.common.log_paths("kind-logs");
+        paths.extend(self.engine.log_path());
+        paths
     }
 
     fn processes(&self) -> Vec<(String, u32)> {
-        self.common.processes()
+        let mut all = self.common.processes();
+        all.extend(self.engine.processes());
+        all
     }
 
     fn health(&self) -> Result<()> {
@@ -296,6 +407,7 @@ impl Running for KindRunning {
     /// Deletes the clusters this run created and stops the git server.
     fn stop(&self) {
         let created: Vec<String> = self.created.lock().unwrap().drain(..).collect();
+        let mut all_deleted = true;
         for cluster in created {
             if let Err(e) = run(
                 &format!("kind delete cluster --name {cluster}"),
@@ -311,11 +423,16 @@ impl Running for KindRunning {
                 Duration::from_secs(180),
             ) {
                 eprintln!(
-                    "harness: {e:#}: delete it by hand with `kind delete cluster --name {cluster}`"
+                    "harness: {e:#}: `harness down` or the next start deletes it, or by hand: `kind delete cluster --name {cluster}`"
                 );
+                all_deleted = false;
             }
         }
+        if all_deleted {
+            let _ = fs::remove_file(created_record(&self.common.state_dir));
+        }
         self.common.stop();
+        self.engine.stop();
     }
 }
 

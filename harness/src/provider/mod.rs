@@ -109,7 +109,12 @@ fn start_k3s(_state_dir: &Path) -> Result<Environment> {
 /// Stops what an earlier run left in `state_dir` (the processes it recorded, by pid, saying so)
 /// and removes `entries` (files or directories) from it, so that a start begins clean.
 pub(crate) fn fresh_state_dir(state_dir: &Path, entries: &[String]) -> Result<()> {
-    fs::create_dir_all(state_dir)?;
+    reap_announced(state_dir);
+    clear_entries(state_dir, entries)
+}
+
+/// Stops the processes an earlier run recorded in `state_dir` (by pid), saying so.
+pub(crate) fn reap_announced(state_dir: &Path) {
     let stale = crate::process::reap_stale(state_dir);
     if !stale.is_empty() {
         eprintln!(
@@ -119,6 +124,11 @@ pub(crate) fn fresh_state_dir(state_dir: &Path, entries: &[String]) -> Result<()
             stale.join(", ")
         );
     }
+}
+
+/// Creates `state_dir` and removes `entries` (files or directories) from it.
+pub(crate) fn clear_entries(state_dir: &Path, entries: &[String]) -> Result<()> {
+    fs::create_dir_all(state_dir)?;
     for entry in entries {
         let p = state_dir.join(entry);
         if p.is_dir() {
