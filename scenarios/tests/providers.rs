@@ -421,7 +421,9 @@ fn no_process_refers_to(dir: &Path) {
 /// at a socket that does not exist, or a closed loopback port). Neither touches a real engine.
 #[derive(Debug, Clone, Copy)]
 enum NoEngine {
-    CliWithoutEngine,
+    /// The stand-in CLI whose engine is down, with `DOCKER_HOST` at a missing socket (so the
+    /// harness, even as root, does not start an engine of its own).
+    CliAtMissingSocket,
     MissingSocket,
     ClosedPort,
 }
@@ -429,9 +431,9 @@ enum NoEngine {
 #[rstest]
 #[case::kind(
     "kind",
-    NoEngine::CliWithoutEngine,
-    "HARNESS_PROVIDER=kind needs a running Docker engine, but `docker info` failed (Cannot connect to the Docker daemon",
-    "): start a Docker engine (e.g. `sudo systemctl start docker`) or use HARNESS_PROVIDER=local"
+    NoEngine::CliAtMissingSocket,
+    "HARNESS_PROVIDER=kind needs a running Docker engine, but none answers at DOCKER_HOST=unix:///",
+    "): start that engine, or unset DOCKER_HOST to let the harness (as root) start its own on /var/run/docker.sock"
 )]
 #[case::k3s_missing_socket(
     "k3s",
@@ -455,14 +457,18 @@ fn without_a_running_docker_engine_a_container_provider_fails_fast_in_one_line_a
     let socket = scratch.path().join("no-engine.sock");
     let path = path_with(&docker_dir(scratch.path(), DOCKER_NO_ENGINE));
     let docker_host = match no_engine {
-        NoEngine::CliWithoutEngine => None,
-        NoEngine::MissingSocket => Some(format!("unix://{}", socket.display())),
-        NoEngine::ClosedPort => Some("tcp://127.0.0.1:9".to_string()),
+        NoEngine::CliAtMissingSocket | NoEngine::MissingSocket => {
+            format!("unix://{}", socket.display())
+        }
+        NoEngine::ClosedPort => "tcp://127.0.0.1:9".to_string(),
     };
-    let mut env: Vec<(&str, &std::ffi::OsStr)> = vec![("HARNESS_PROVIDER", provider.as_ref())];
-    match &docker_host {
-        None => env.push(("PATH", path.as_os_str())),
-        Some(host) => env.push(("DOCKER_HOST", host.as_ref())),
+    let mut env: Vec<(&str, &std::ffi::OsStr)> = vec![
+        ("HARNESS_PROVIDER", provider.as_ref()),
+        ("DOCKER_HOST", docker_host.as_ref()),
+    ];
+    let stand_in = matches!(no_engine, NoEngine::CliAtMissingSocket);
+    if stand_in {
+        env.push(("PATH", path.as_os_str()));
     }
     let child = start_in_child(&env);
     let e = child
@@ -472,13 +478,11 @@ fn without_a_running_docker_engine_a_container_provider_fails_fast_in_one_line_a
     assert!(!e.contains('\n'), "not one line: {e}");
     assert!(e.starts_with(starts), "{e}");
     assert!(e.ends_with(ends), "{e}");
-    if let Some(host) = &docker_host {
-        assert!(
-            e.contains(host.as_str()),
-            "the error names DOCKER_HOST: {e}"
-        );
-    }
-    if docker_host.is_none() {
+    assert!(
+        e.contains(docker_host.as_str()),
+        "the error names DOCKER_HOST: {e}"
+    );
+    if stand_in {
         // Failing fast: the engine check is the first thing kind's start does with Docker.
         let calls = fs::read_to_string(scratch.path().join("bin").join("calls.log")).unwrap();
         assert_eq!(
@@ -519,4 +523,71 @@ fn an_unknown_provider_from_the_environment_fails_in_one_line() {
         child.text,
         "error: HARNESS_PROVIDER=bogus is unknown: use local, kind, k3s or existing"
     );
+}
+
+/// A Docker CLI whose engine answers but can neither build (when `STANDIN_BUILD_FAILS` is set) nor
+/// start a privileged container (runc's message on hosts whose root lacks capabilities).
+const DOCKER_NO_PRIVILEGES: &str = r#"#!/bin/sh
+echo "$*" >> "$(dirname "$0")/calls.log"
+case "$1" in
+  info) echo "20.10.24-stand-in"; exit 0;;
+  image) echo "Error: No such image: $4" >&2; exit 1;;
+  build)
+    if [ -n "${STANDIN_BUILD_FAILS:-}" ]; then echo "Step 1/5 : FROM scratch"; echo "COPY failed: stand-in refuses to build"; exit 1; fi
+    exit 0;;
+  run) echo "docker: Error response from daemon: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: unable to apply caps: operation not permitted: unknown." >&2; exit 125;;
+  *) echo "stand-in: refusing '$1'" >&2; exit 1;;
+esac
+"#;
+
+/// An engine someone else runs (the harness never restarts it) that fails the image build, or
+/// cannot start privileged containers: kind fails in one line naming the fix, before any cluster
+/// or state directory exists, and asks Docker for nothing more than it needed to find out.
+#[rstest]
+#[case::image_build_fails(
+    true,
+    "building image k8s-ops.local/fixture-app:1 failed (",
+    "; last line: COPY failed: stand-in refuses to build); full output in ",
+    &["info", "image", "build"]
+)]
+#[case::no_privileged_containers(
+    false,
+    "the Docker engine cannot start privileged containers, which kind nodes are (docker: Error response from daemon: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: unable to apply caps: operation not permitted: unknown.)",
+    ": run the harness where Docker may grant them (rootful Docker), or let it start its own engine (stop this one)",
+    &["info", "image", "build", "run"]
+)]
+fn a_kind_engine_that_cannot_build_or_run_privileged_fails_in_one_line(
+    #[case] build_fails: bool,
+    #[case] starts: &str,
+    #[case] contains: &str,
+    #[case] calls: &[&str],
+) {
+    let scratch = tempfile::tempdir().unwrap();
+    let path = path_with(&docker_dir(scratch.path(), DOCKER_NO_PRIVILEGES));
+    let mut env: Vec<(&str, &std::ffi::OsStr)> = vec![
+        ("HARNESS_PROVIDER", "kind".as_ref()),
+        ("PATH", path.as_os_str()),
+    ];
+    if build_fails {
+        env.push(("STANDIN_BUILD_FAILS", "1".as_ref()));
+    }
+    let child = start_in_child(&env);
+    let e = child
+        .text
+        .strip_prefix("error: ")
+        .unwrap_or_else(|| panic!("kind started on a stand-in engine: {}", child.text));
+    assert!(!e.contains('\n'), "not one line: {e}");
+    assert!(e.starts_with(starts), "{e}");
+    assert!(e.contains(contains), "{e}");
+    let made: Vec<String> = fs::read_to_string(scratch.path().join("bin").join("calls.log"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(made, calls, "Docker calls");
+    assert!(
+        !child.scratch.path().join("state").exists(),
+        "the kind provider created its state dir before failing"
+    );
+    no_process_refers_to(child.scratch.path());
 }
