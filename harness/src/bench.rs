@@ -413,9 +413,9 @@ fn kind_section(
     cold: bool,
     local_rss_kib: u64,
 ) -> Result<String> {
-    use crate::provider::containers::{ContainerOptions, run};
+    use crate::provider::containers::run;
     let state_dir = options.state_dir.with_file_name("bench-kind");
-    let mut engine = crate::engine::Engine::ensure(&state_dir)?;
+    let engine = crate::engine::Engine::ensure(&state_dir)?;
     let mut rows = Vec::new();
     if cold {
         let listed = run(
@@ -438,49 +438,20 @@ fn kind_section(
         }
         let _ = std::fs::remove_dir_all(toolchain.cache_root().join("images"));
         let t = Instant::now();
-        crate::images::ensure_kind_images(toolchain, &mut engine)?;
+        crate::images::ensure_kind_images(toolchain, &engine)?;
         rows.push(Sample {
             label: "build every kind image, cold (tools already built)".into(),
             runs: vec![t.elapsed()],
         });
     }
     let t = Instant::now();
-    crate::images::ensure_kind_images(toolchain, &mut engine)?;
+    crate::images::ensure_kind_images(toolchain, &engine)?;
     rows.push(Sample {
         label: "kind images, cached (checks only)".into(),
         runs: vec![t.elapsed()],
     });
     drop(engine);
-    let mut starts = Vec::new();
-    let mut teardowns = Vec::new();
-    let mut memory = String::new();
-    for i in 0..options.env_starts.max(1) {
-        let t = Instant::now();
-        let env = crate::provider::kind::start(&ContainerOptions::new(&state_dir))?;
-        starts.push(t.elapsed());
-        eprintln!("bench: kind start {}: {:.1?}", i + 1, t.elapsed());
-        let stats = run(
-            "docker stats",
-            duct::cmd!(
-                "docker",
-                "stats",
-                "--no-stream",
-                "--format",
-                "{{.Name}} {{.MemUsage}}"
-            ),
-            Duration::from_secs(60),
-        )?;
-        let engine_rss: u64 = env.processes().iter().map(|(_, pid)| rss_kib(*pid)).sum();
-        memory = format!(
-            "Memory with both environments up: local {:.0} MiB (its processes), kind: {} (node containers, `docker stats`), plus {:.0} MiB of harness-started processes (dockerd, git server).\n",
-            local_rss_kib as f64 / 1024.0,
-            stats.lines().collect::<Vec<_>>().join(", "),
-            engine_rss as f64 / 1024.0
-        );
-        let t = Instant::now();
-        drop(env);
-        teardowns.push(t.elapsed());
-    }
+    let (starts, teardowns, memory) = time_kind_starts(options, &state_dir, local_rss_kib)?;
     rows.push(Sample {
         label: "start both kind clusters, Flux and fixtures Ready (images cached)".into(),
         runs: starts,
@@ -498,6 +469,46 @@ fn kind_section(
             &refs
         )
     ))
+}
+
+/// `--env-starts` kind environment starts and teardowns, and the memory line of the last one.
+fn time_kind_starts(
+    options: &BenchOptions,
+    state_dir: &std::path::Path,
+    local_rss_kib: u64,
+) -> Result<(Vec<Duration>, Vec<Duration>, String)> {
+    use crate::provider::containers::{ContainerOptions, run};
+    let mut starts = Vec::new();
+    let mut teardowns = Vec::new();
+    let mut memory = String::new();
+    for i in 0..options.env_starts.max(1) {
+        let t = Instant::now();
+        let env = crate::provider::kind::start(&ContainerOptions::new(state_dir))?;
+        starts.push(t.elapsed());
+        eprintln!("bench: kind start {}: {:.1?}", i + 1, t.elapsed());
+        let stats = run(
+            "docker stats",
+            duct::cmd!(
+                "docker",
+                "stats",
+                "--no-stream",
+                "--format",
+                "{{.Name}} {{.MemUsage}}"
+            ),
+            Duration::from_secs(60),
+        )?;
+        let harness_rss: u64 = env.processes().iter().map(|(_, pid)| rss_kib(*pid)).sum();
+        memory = format!(
+            "Memory with both environments up: local {:.0} MiB (its processes), kind: {} (node containers, `docker stats`), plus {:.0} MiB of harness-started processes (dockerd, git server).\n",
+            local_rss_kib as f64 / 1024.0,
+            stats.lines().collect::<Vec<_>>().join(", "),
+            harness_rss as f64 / 1024.0
+        );
+        let t = Instant::now();
+        drop(env);
+        teardowns.push(t.elapsed());
+    }
+    Ok((starts, teardowns, memory))
 }
 
 /// The command line that reproduces this run.

@@ -30,8 +30,6 @@ const CAPS_ERROR: &str = "unable to apply caps";
 pub struct Engine {
     daemon: Mutex<Option<ManagedProcess>>,
     state_dir: PathBuf,
-    /// Whether dockerd runs with the capability-dropping runc wrapper.
-    pub wrapped_runc: bool,
 }
 
 impl Engine {
@@ -47,7 +45,6 @@ impl Engine {
         let engine = Self {
             daemon: Mutex::new(None),
             state_dir: state_dir.to_path_buf(),
-            wrapped_runc: false,
         };
         let why = match answers() {
             Ok(()) => return Ok(engine),
@@ -127,7 +124,7 @@ impl Engine {
     /// Proves that a privileged container starts from `image`. Where it fails for lack of host
     /// capabilities and the engine is ours, restarts the engine with the runc wrapper and proves
     /// it again; otherwise fails in one line naming the fix.
-    pub fn ensure_privileged(&mut self, image: &str) -> Result<()> {
+    pub fn ensure_privileged(&self, image: &str) -> Result<()> {
         let why = match probe_privileged(image) {
             Ok(()) => return Ok(()),
             Err(why) => why,
@@ -139,7 +136,6 @@ impl Engine {
         }
         self.stop();
         self.start(true)?;
-        self.wrapped_runc = true;
         probe_privileged(image).map_err(|why| {
             anyhow::anyhow!(
                 "even with the runc wrapper, privileged containers fail ({why}): this machine cannot run kind nodes; use HARNESS_PROVIDER=local"

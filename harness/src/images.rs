@@ -78,7 +78,7 @@ pub fn ensure_fixture_app(toolchain: &Toolchain) -> Result<String> {
 
 /// Builds (or finds cached) every image of the local image source; `engine` is proven able to run
 /// privileged containers first (restarted with the runc wrapper where needed).
-pub fn ensure_kind_images(toolchain: &Toolchain, engine: &mut Engine) -> Result<KindImages> {
+pub fn ensure_kind_images(toolchain: &Toolchain, engine: &Engine) -> Result<KindImages> {
     let started = Instant::now();
     crate::system::ensure_packages(&[("debootstrap", "debootstrap"), ("cc", "gcc")])?;
     let fixture_app = ensure_fixture_app(toolchain)?;
@@ -88,58 +88,10 @@ pub fn ensure_kind_images(toolchain: &Toolchain, engine: &mut Engine) -> Result<
     toolchain.ensure(&tools)?;
 
     let versions = toolchain.versions();
-    let kubernetes = versions.get(Tool::Kubernetes);
     let work = work_dir(toolchain);
     let base = debian_base(&work, versions.pin("debian")?)?;
-
-    let mut preload = Vec::new();
-    for name in [
-        "kube-apiserver",
-        "kube-controller-manager",
-        "kube-scheduler",
-    ] {
-        preload.push(
-            Spec::scratch(&format!("{REPOSITORY}/{name}:{kubernetes}"))
-                .file(
-                    &toolchain.binary(Tool::Kubernetes, name),
-                    &format!("/usr/local/bin/{name}"),
-                )
-                .build(&work)?,
-        );
-    }
-    let etcd = versions.get(Tool::Etcd);
-    preload.push(
-        Spec::scratch(&format!("{REPOSITORY}/etcd:{etcd}"))
-            .file(&toolchain.binary(Tool::Etcd, "etcd"), "/usr/local/bin/etcd")
-            .build(&work)?,
-    );
-    let coredns = versions.get(Tool::Coredns);
-    preload.push(
-        Spec::scratch(&format!("{REPOSITORY}/coredns:{coredns}"))
-            .file(&toolchain.binary(Tool::Coredns, "coredns"), "/coredns")
-            .line(r#"ENTRYPOINT ["/coredns"]"#)
-            .build(&work)?,
-    );
-    let pause_tag = versions.pin("pause")?;
-    let pause = build_pause(toolchain, &work, pause_tag)?;
-    preload.push(
-        Spec::scratch(&format!("{REPOSITORY}/pause:{pause_tag}"))
-            .file(&pause, "/pause")
-            .line(r#"ENTRYPOINT ["/pause"]"#)
-            .build(&work)?,
-    );
-    preload.push(
-        Spec::from(&base, &format!("{REPOSITORY}/kube-proxy:{kubernetes}"))
-            .line(APT_INSTALL_NFTABLES)
-            .file(
-                &toolchain.binary(Tool::KubeNode, "kube-proxy"),
-                "/usr/local/bin/kube-proxy",
-            )
-            .build(&work)?,
-    );
-
+    let preload = kubeadm_images(toolchain, &work, &base)?;
     let node = node_image(toolchain, &work, &base, &preload)?;
-
     let mut load = vec![fixture_app];
     for controller in FLUX_CONTROLLERS {
         let name = controller.key();
@@ -164,9 +116,65 @@ pub fn ensure_kind_images(toolchain: &Toolchain, engine: &mut Engine) -> Result<
         load,
         flux_manifest,
         kubeadm_patches: vec![format!(
-            "kind: ClusterConfiguration\nimageRepository: {REPOSITORY}\netcd:\n  local:\n    imageTag: {etcd}\ndns:\n  imageTag: {coredns}\n"
+            "kind: ClusterConfiguration\nimageRepository: {REPOSITORY}\netcd:\n  local:\n    imageTag: {}\ndns:\n  imageTag: {}\n",
+            versions.get(Tool::Etcd),
+            versions.get(Tool::Coredns)
         )],
     })
+}
+
+/// The images `kubeadm config images list` names for the kubeadm patch of [`KindImages`]: the
+/// control plane, etcd, CoreDNS and pause on `scratch`, kube-proxy on Debian with nftables.
+fn kubeadm_images(toolchain: &Toolchain, work: &Path, base: &str) -> Result<Vec<String>> {
+    let versions = toolchain.versions();
+    let kubernetes = versions.get(Tool::Kubernetes);
+    let mut images = Vec::new();
+    for name in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ] {
+        images.push(
+            Spec::scratch(&format!("{REPOSITORY}/{name}:{kubernetes}"))
+                .file(
+                    &toolchain.binary(Tool::Kubernetes, name),
+                    &format!("/usr/local/bin/{name}"),
+                )
+                .build(work)?,
+        );
+    }
+    images.push(
+        Spec::scratch(&format!("{REPOSITORY}/etcd:{}", versions.get(Tool::Etcd)))
+            .file(&toolchain.binary(Tool::Etcd, "etcd"), "/usr/local/bin/etcd")
+            .build(work)?,
+    );
+    images.push(
+        Spec::scratch(&format!(
+            "{REPOSITORY}/coredns:{}",
+            versions.get(Tool::Coredns)
+        ))
+        .file(&toolchain.binary(Tool::Coredns, "coredns"), "/coredns")
+        .line(r#"ENTRYPOINT ["/coredns"]"#)
+        .build(work)?,
+    );
+    let pause_tag = versions.pin("pause")?;
+    let pause = build_pause(toolchain, work, pause_tag)?;
+    images.push(
+        Spec::scratch(&format!("{REPOSITORY}/pause:{pause_tag}"))
+            .file(&pause, "/pause")
+            .line(r#"ENTRYPOINT ["/pause"]"#)
+            .build(work)?,
+    );
+    images.push(
+        Spec::from(base, &format!("{REPOSITORY}/kube-proxy:{kubernetes}"))
+            .line(APT_INSTALL_NFTABLES)
+            .file(
+                &toolchain.binary(Tool::KubeNode, "kube-proxy"),
+                "/usr/local/bin/kube-proxy",
+            )
+            .build(work)?,
+    );
+    Ok(images)
 }
 
 const APT_INSTALL_NFTABLES: &str = "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nftables iptables conntrack && apt-get clean && rm -rf /var/lib/apt/lists/*";
@@ -426,32 +434,7 @@ fn node_image(
 ) -> Result<String> {
     let kubernetes = toolchain.versions().get(Tool::Kubernetes);
     let tag = format!("{REPOSITORY}/kind-node:{kubernetes}");
-    let files = node_files(toolchain, work)?;
-    let mut spec = Spec::from(base, &format!("{tag}-unloaded"))
-        .line(&format!(
-            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {NODE_PACKAGES} && apt-get clean && rm -rf /var/lib/apt/lists/*"
-        ))
-        .file(&files, "/");
-    for bin in ["kubelet", "kubeadm"] {
-        spec = spec.file(
-            &toolchain.binary(Tool::KubeNode, bin),
-            &format!("/usr/bin/{bin}"),
-        );
-    }
-    let spec = spec
-        .file(
-            &toolchain.binary(Tool::Kubernetes, "kubectl"),
-            "/usr/bin/kubectl",
-        )
-        .file(
-            &toolchain.binary(Tool::Crictl, "crictl"),
-            "/usr/local/bin/crictl",
-        )
-        .line(NODE_SETUP)
-        .line("ENV container=docker")
-        .line("STOPSIGNAL SIGRTMIN+3")
-        .line(r#"ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]"#);
-    let unloaded = spec.build(work)?;
+    let unloaded = unloaded_node(toolchain, work, base, &tag)?;
 
     // The preloaded images: imported into the node's containerd as `kind build node-image` does.
     let mut hash = Sha256::new();
@@ -506,6 +489,36 @@ fn node_image(
     result.with_context(|| format!("building the node image {tag}"))?;
     eprintln!("harness: built image {tag} in {:.0?}", started.elapsed());
     Ok(tag)
+}
+
+/// The node image before the preload: Debian's runtime packages, kind's base files, the node
+/// binaries and kind's base image steps.
+fn unloaded_node(toolchain: &Toolchain, work: &Path, base: &str, tag: &str) -> Result<String> {
+    let files = node_files(toolchain, work)?;
+    let mut spec = Spec::from(base, &format!("{tag}-unloaded"))
+        .line(&format!(
+            "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {NODE_PACKAGES} && apt-get clean && rm -rf /var/lib/apt/lists/*"
+        ))
+        .file(&files, "/");
+    for bin in ["kubelet", "kubeadm"] {
+        spec = spec.file(
+            &toolchain.binary(Tool::KubeNode, bin),
+            &format!("/usr/bin/{bin}"),
+        );
+    }
+    spec.file(
+        &toolchain.binary(Tool::Kubernetes, "kubectl"),
+        "/usr/bin/kubectl",
+    )
+    .file(
+        &toolchain.binary(Tool::Crictl, "crictl"),
+        "/usr/local/bin/crictl",
+    )
+    .line(NODE_SETUP)
+    .line("ENV container=docker")
+    .line("STOPSIGNAL SIGRTMIN+3")
+    .line(r#"ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]"#)
+    .build(work)
 }
 
 /// Starts containerd in the build container, imports `images` (one `docker save` stream), stops it.
@@ -763,27 +776,12 @@ pub fn flux_install_manifest(toolchain: &Toolchain, work: &Path) -> Result<PathB
         )
     };
     for controller in FLUX_CONTROLLERS {
-        let name = controller.key();
-        let module = toolchain.module_dir(controller)?;
-        let base = render.join("bases").join(name);
-        fs::write(
-            base.join(format!("{name}.crds.yaml")),
-            kustomize(&module.join("config/crd"))?,
+        release_assets(
+            toolchain,
+            controller,
+            &render.join("bases").join(controller.key()),
+            &kustomize,
         )?;
-        fs::write(
-            base.join(format!("{name}.deployment.yaml")),
-            kustomize(&module.join("config/manager"))?,
-        )?;
-        let file = base.join("kustomization.yaml");
-        let text = fs::read_to_string(&file)?;
-        let local: Vec<String> = text
-            .lines()
-            .map(|l| match l.trim_start().strip_prefix("- https://") {
-                Some(url) => format!("- {}", url.rsplit('/').next().unwrap_or(url)),
-                None => l.to_string(),
-            })
-            .collect();
-        fs::write(&file, local.join("\n") + "\n")?;
     }
     let file = render.join("install/kustomization.yaml");
     let mut install: serde_yaml::Value = serde_yaml::from_str(&fs::read_to_string(&file)?)?;
@@ -826,4 +824,36 @@ pub fn flux_install_manifest(toolchain: &Toolchain, work: &Path) -> Result<PathB
     fs::write(&out, rendered)?;
     fs::remove_dir_all(&render)?;
     Ok(out)
+}
+
+/// The two release assets of `controller` in flux2's `base` directory, rendered from its module
+/// (`config/crd`, `config/manager`) as its release does; the base's kustomization then names the
+/// local files instead of the release URLs.
+fn release_assets(
+    toolchain: &Toolchain,
+    controller: Tool,
+    base: &Path,
+    kustomize: &dyn Fn(&Path) -> Result<String>,
+) -> Result<()> {
+    let name = controller.key();
+    let module = toolchain.module_dir(controller)?;
+    fs::write(
+        base.join(format!("{name}.crds.yaml")),
+        kustomize(&module.join("config/crd"))?,
+    )?;
+    fs::write(
+        base.join(format!("{name}.deployment.yaml")),
+        kustomize(&module.join("config/manager"))?,
+    )?;
+    let file = base.join("kustomization.yaml");
+    let text = fs::read_to_string(&file)?;
+    let local: Vec<String> = text
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("- https://") {
+            Some(url) => format!("- {}", url.rsplit('/').next().unwrap_or(url)),
+            None => l.to_string(),
+        })
+        .collect();
+    fs::write(&file, local.join("\n") + "\n")?;
+    Ok(())
 }

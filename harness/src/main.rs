@@ -316,8 +316,8 @@ fn images(state_dir: &Path) -> Result<()> {
     let toolchain = Toolchain::from_env()?;
     // A Docker engine an earlier, killed run of this command started is stopped first.
     process::reap_stale(state_dir);
-    let mut engine = harness::engine::Engine::ensure(state_dir)?;
-    let images = harness::images::ensure_kind_images(&toolchain, &mut engine)?;
+    let engine = harness::engine::Engine::ensure(state_dir)?;
+    let images = harness::images::ensure_kind_images(&toolchain, &engine)?;
     println!("node image   {}", images.node);
     for image in &images.load {
         println!("kind load    {image}");

@@ -15,6 +15,7 @@ pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
         .filter(|(command, _)| crate::toolchain::which(command).is_none())
         .map(|(_, package)| *package)
         .collect();
+    missing.sort_unstable();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());

@@ -140,12 +140,12 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
     super::reap_announced(&state_dir);
     // Fail fast, before anything is built or created: the engine (writes the state directory only
     // when it starts one), then the git server's tools.
-    let mut engine = Engine::ensure(&state_dir)?;
+    let engine = Engine::ensure(&state_dir)?;
     super::require_git_server_tools()?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kind, Tool::Kubernetes, Tool::Task, Tool::Flux])?;
     let images = match source {
-        ImageSource::Local => crate::images::ensure_kind_images(&toolchain, &mut engine)?,
+        ImageSource::Local => crate::images::ensure_kind_images(&toolchain, &engine)?,
         ImageSource::Upstream => {
             let fixture_app = crate::images::ensure_fixture_app(&toolchain)?;
             engine.ensure_privileged(&fixture_app)?;
