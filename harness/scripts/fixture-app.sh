@@ -7,12 +7,12 @@ app=${APP_NAME:-fixture-app}
 port=${PORT:-8080}
 echo "${app}: fixture app starting, HTTP on :${port}, arguments: $*"
 for arg in "$@"; do
-	case "$arg" in
-	--config=*)
-		echo "${app}: config ${arg#--config=}:"
-		cat "${arg#--config=}"
-		;;
-	esac
+  case "$arg" in
+  --config=*)
+    echo "${app}: config ${arg#--config=}:"
+    cat "${arg#--config=}"
+    ;;
+  esac
 done
 mkdir -p /tmp/www
 echo "${app} ok" >/tmp/www/index.html

@@ -21,36 +21,36 @@ held=$(sed -n 's/^CapBnd:[[:space:]]*//p' /proc/self/status)
 script=""
 bit=0
 for name in $names; do
-	if [ $(((0x$held >> bit) & 1)) -eq 0 ]; then
-		cap="\"CAP_$name\""
-		script="$script;s/${cap}[[:space:]]*,[[:space:]]*//g;s/[[:space:]]*,[[:space:]]*${cap}//g;s/${cap}//g"
-	fi
-	bit=$((bit + 1))
+  if [ $(((0x$held >> bit) & 1)) -eq 0 ]; then
+    cap="\"CAP_$name\""
+    script="$script;s/${cap}[[:space:]]*,[[:space:]]*//g;s/[[:space:]]*,[[:space:]]*${cap}//g;s/${cap}//g"
+  fi
+  bit=$((bit + 1))
 done
 
 edit() {
-	if [ -n "$script" ] && [ -f "$1" ]; then
-		sed -i "${script#;}" "$1"
-	fi
+  if [ -n "$script" ] && [ -f "$1" ]; then
+    sed -i "${script#;}" "$1"
+  fi
 }
 
 previous=""
 for arg in "$@"; do
-	case "$previous" in
-	--bundle | -b) edit "$arg/config.json" ;;
-	--process | -p) edit "$arg" ;;
-	esac
-	case "$arg" in
-	--bundle=*) edit "${arg#--bundle=}/config.json" ;;
-	--process=*) edit "${arg#--process=}" ;;
-	esac
-	previous=$arg
+  case "$previous" in
+  --bundle | -b) edit "$arg/config.json" ;;
+  --process | -p) edit "$arg" ;;
+  esac
+  case "$arg" in
+  --bundle=*) edit "${arg#--bundle=}/config.json" ;;
+  --process=*) edit "${arg#--process=}" ;;
+  esac
+  previous=$arg
 done
 
 for runc in /usr/sbin/runc /usr/bin/runc /usr/local/sbin/runc /usr/local/bin/runc; do
-	if [ -x "$runc" ]; then
-		exec "$runc" "$@"
-	fi
+  if [ -x "$runc" ]; then
+    exec "$runc" "$@"
+  fi
 done
 echo "runc-without-unheld-caps: no runc in /usr/sbin, /usr/bin, /usr/local/sbin or /usr/local/bin" >&2
 exit 127

@@ -314,7 +314,10 @@ act_one() { # act_one suspend|resume|reconcile Kind ns name
   suspend)
     run flux suspend "$(kind_arg "$kind")" "$name" -n "$ns" --context "$CLUSTER" || true
     got=$(get_field "$kind" "$ns" "$name" '{.spec.suspend}' || true)
-    [[ $got == true ]] || { say "✗ $ref is NOT suspended on $CLUSTER (spec.suspend='$got')" >&2; return 1; }
+    [[ $got == true ]] || {
+      say "✗ $ref is NOT suspended on $CLUSTER (spec.suspend='$got')" >&2
+      return 1
+    }
     say "✓ $ref suspended on $CLUSTER"
     ;;
   resume)
@@ -322,7 +325,10 @@ act_one() { # act_one suspend|resume|reconcile Kind ns name
     is_true "$WAIT" || wait_args=(--wait=false)
     run flux resume "$(kind_arg "$kind")" "$name" -n "$ns" --context "$CLUSTER" --timeout "$TIMEOUT" "${wait_args[@]}" || true
     got=$(get_field "$kind" "$ns" "$name" '{.spec.suspend}' || true)
-    [[ $got != true ]] || { say "✗ $ref is still suspended on $CLUSTER" >&2; return 1; }
+    [[ $got != true ]] || {
+      say "✗ $ref is still suspended on $CLUSTER" >&2
+      return 1
+    }
     if is_true "$WAIT"; then
       got=$(get_field "$kind" "$ns" "$name" '{.status.conditions[?(@.type=="Ready")].status}' || true)
       if [[ $got != True ]]; then
@@ -345,7 +351,10 @@ act_one() { # act_one suspend|resume|reconcile Kind ns name
     fi
     got=$(get_field "$kind" "$ns" "$name" '{.status.conditions[?(@.type=="Ready")].status}' || true)
     msg=$(get_field "$kind" "$ns" "$name" '{.status.conditions[?(@.type=="Ready")].message}' || true)
-    [[ $got == True ]] || { say "✗ $ref reconciled on $CLUSTER but is not Ready (Ready=$got): $msg" >&2; return 1; }
+    [[ $got == True ]] || {
+      say "✗ $ref reconciled on $CLUSTER but is not Ready (Ready=$got): $msg" >&2
+      return 1
+    }
     say "✓ $ref reconciled on $CLUSTER: $msg"
     ;;
   esac
@@ -462,7 +471,7 @@ status_rows() { # status_rows <cluster>: CLUSTER|KIND|NAMESPACE|NAME|READY|SUSPE
     awk -v c="$c" -F'|' 'NF { gsub(/[\t\r]/, " ", $6); printf "%s|%s|%s|%s|%s|%s|%s\n", c, $1, $2, $3, ($4 == "" ? "Unknown" : $4), ($5 == "true" ? "true" : "false"), $6 }'
 }
 
-cmd_status() { # one table, CLUSTER column, not-ready first
+cmd_status() {  # one table, CLUSTER column, not-ready first
   case $TYPE in # status takes TYPE=ks|hr|source|all (the resource families to show)
   '' | all) KINDS=all ;;
   ks | kustomization) KINDS=ks ;;
