@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::provider::local::{self, LocalOptions};
+use crate::provider::ProviderOptions;
+use crate::provider::local;
 use crate::task_runner::TaskRunner;
 use crate::toolchain::{Tool, Toolchain};
 
@@ -128,7 +129,7 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     let mut rss = 0;
     let mut env = None;
     for i in 0..options.env_starts {
-        let (started, report) = local::start(&LocalOptions::new(&options.state_dir))?;
+        let (started, report) = local::start(&ProviderOptions::new(&options.state_dir))?;
         totals.push(report.total);
         for (cluster, p) in &report.phases {
             let _ = writeln!(
@@ -477,13 +478,13 @@ fn time_kind_starts(
     state_dir: &std::path::Path,
     local_rss_kib: u64,
 ) -> Result<(Vec<Duration>, Vec<Duration>, String)> {
-    use crate::provider::containers::{ContainerOptions, run};
+    use crate::provider::containers::run;
     let mut starts = Vec::new();
     let mut teardowns = Vec::new();
     let mut memory = String::new();
     for i in 0..options.env_starts.max(1) {
         let t = Instant::now();
-        let env = crate::provider::kind::start(&ContainerOptions::new(state_dir))?;
+        let env = crate::provider::kind::start(&ProviderOptions::new(state_dir))?;
         starts.push(t.elapsed());
         eprintln!("bench: kind start {}: {:.1?}", i + 1, t.elapsed());
         let stats = run(

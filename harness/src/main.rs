@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use harness::process;
 use harness::provider::ProviderKind;
-use harness::provider::local::{self, LocalOptions};
+use harness::provider::ProviderOptions;
+use harness::provider::local;
 use harness::toolchain::{Tool, Toolchain};
 
 #[derive(Parser)]
@@ -40,6 +41,12 @@ enum Command {
         /// Upper bound for the fixtures of one cluster to become Ready.
         #[arg(long, default_value = "240", value_parser = parse_secs)]
         ready_timeout: Duration,
+        /// Upper bound for creating one kind or k3s cluster.
+        #[arg(long, default_value = "600", value_parser = parse_secs)]
+        create_timeout: Duration,
+        /// Keep the environment up when its start fails, saying how to reach it.
+        #[arg(long, env = "HARNESS_RETAIN", value_parser = parse_flag)]
+        retain: bool,
     },
     /// Stop the environment started by `up` (and anything a crashed run left behind).
     Down,
@@ -76,6 +83,15 @@ enum Command {
     },
 }
 
+/// `1`/`true` or `0`/`false` (also from HARNESS_RETAIN).
+fn parse_flag(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "true" => Ok(true),
+        "0" | "false" | "" => Ok(false),
+        _ => Err(format!("`{s}` is not 1/true or 0/false")),
+    }
+}
+
 fn parse_secs(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_secs)
@@ -89,7 +105,16 @@ fn main() {
             provider,
             port_base,
             ready_timeout,
-        } => up(&cli.state_dir, provider, port_base, ready_timeout),
+            create_timeout,
+            retain,
+        } => up(
+            provider,
+            ProviderOptions::new(&cli.state_dir)
+                .port_base(port_base)
+                .ready_timeout(ready_timeout)
+                .create_timeout(create_timeout)
+                .retain(retain),
+        ),
         Command::Down => down(&cli.state_dir),
         Command::Status => status(&cli.state_dir),
         Command::Toolchain => toolchain(),
@@ -128,12 +153,9 @@ fn supervisor_pid(state_dir: &Path) -> Option<u32> {
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
-fn up(
-    state_dir: &Path,
-    provider: ProviderKind,
-    port_base: u16,
-    ready_timeout: Duration,
-) -> Result<()> {
+fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
+    let state_dir = options.state_dir.clone();
+    let state_dir = state_dir.as_path();
     if let Some(pid) = supervisor_pid(state_dir) {
         bail!(
             "an environment is already up in {} (harness pid {pid}): run `cargo run -p harness -- down` first",
@@ -149,17 +171,12 @@ fn up(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let options = LocalOptions {
-        state_dir: state_dir.to_path_buf(),
-        port_base: Some(port_base),
-        ready_timeout,
-    };
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
         let env = match provider {
             ProviderKind::Local => local::start(&options).map(|(env, _)| env),
-            other => other.start(&options.state_dir),
+            other => other.start(&options),
         };
         let _ = tx.send(env.map(|env| (env, started.elapsed())));
     });

@@ -5,9 +5,13 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use harness::provider::{Environment, ProviderKind};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use harness::provider::{Environment, ProviderKind, ProviderOptions};
 
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+/// Set when a scenario failed: with `HARNESS_RETAIN=1` the environment then stays up at exit.
+static FAILED: AtomicBool = AtomicBool::new(false);
 
 /// The environment of this test binary, started on first use (state in `target/harness/<binary>`,
 /// so a run killed half-way has its leftovers stopped by the next). A failed start fails every
@@ -33,7 +37,7 @@ pub fn env() -> &'static Environment {
         // Started on its own thread: it runs its own async runtimes, and tests call this from theirs.
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
-            let env = ProviderKind::from_env()?.start(&state_dir)?;
+            let env = ProviderKind::from_env()?.start(&ProviderOptions::new(&state_dir))?;
             eprintln!("scenarios: environment ready in {:.0?}", started.elapsed());
             anyhow::Ok(env)
         })
@@ -50,6 +54,14 @@ pub fn env() -> &'static Environment {
 #[dtor::dtor(unsafe)]
 fn stop_environment_at_exit() {
     if let Some(Ok(env)) = ENV.get() {
+        if env.retain && FAILED.load(Ordering::SeqCst) {
+            eprintln!(
+                "scenarios: a scenario failed and HARNESS_RETAIN=1: the environment stays up: export KUBECONFIG={}; remove it with `HARNESS_STATE_DIR={} cargo run -p harness -- down`",
+                env.kubeconfig().display(),
+                env.state_dir.display()
+            );
+            return;
+        }
         env.stop();
     }
 }
@@ -81,6 +93,7 @@ where
 {
     let env = env();
     if let Err(e) = body(env).await {
+        FAILED.store(true, Ordering::SeqCst);
         let dir = env.diagnostics(name);
         panic!(
             "scenario {name} failed: {e:#}\ndiagnostics: {}",

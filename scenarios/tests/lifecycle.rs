@@ -4,7 +4,10 @@
 use std::net::TcpListener;
 use std::path::Path;
 
-use harness::provider::local::{self, LocalOptions};
+use std::time::Duration;
+
+use harness::provider::ProviderOptions;
+use harness::provider::local;
 
 fn state_dir(name: &str) -> std::path::PathBuf {
     harness::repo_root()
@@ -16,7 +19,7 @@ fn state_dir(name: &str) -> std::path::PathBuf {
 #[test]
 fn teardown_stops_every_process_and_frees_every_port() {
     let (env, report) =
-        local::start(&LocalOptions::new(state_dir("lifecycle"))).expect("environment starts");
+        local::start(&ProviderOptions::new(state_dir("lifecycle"))).expect("environment starts");
     let processes = env.processes();
     // git server + per cluster: etcd, apiserver, controller-manager, scheduler, kwok, 4 Flux controllers
     assert_eq!(
@@ -50,10 +53,7 @@ fn a_taken_port_fails_fast_naming_the_port_and_the_fix() {
     let blocker = TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = blocker.local_addr().unwrap().port();
     let dir = state_dir("taken-port");
-    let options = LocalOptions {
-        port_base: Some(port),
-        ..LocalOptions::new(&dir)
-    };
+    let options = ProviderOptions::new(&dir).port_base(port);
     let err = match local::start(&options) {
         Ok(_) => panic!("started although 127.0.0.1:{port} is taken"),
         Err(e) => format!("{e:#}"),
@@ -75,4 +75,61 @@ fn a_taken_port_fails_fast_naming_the_port_and_the_fix() {
                 .is_none(),
         "something was started"
     );
+}
+
+/// `retain`: a start that fails (here: fixtures not Ready within 1 s) leaves the environment up,
+/// says how to reach it, and the clusters answer there; what `harness down` does then stops every
+/// process it left.
+#[test]
+fn a_failed_start_with_retain_stays_up_until_harness_down() {
+    let dir = state_dir("retain");
+    let options = ProviderOptions::new(&dir)
+        .ready_timeout(Duration::from_secs(1))
+        .retain(true);
+    let err = match local::start(&options) {
+        Ok(_) => panic!("the fixtures were Ready within 1 s: this test needs a failing start"),
+        Err(e) => format!("{e:#}"),
+    };
+    let kubeconfig = dir.join("kubeconfig");
+    assert!(
+        err.contains(&format!(
+            "kept up for inspection (HARNESS_RETAIN=1): export KUBECONFIG={}, remove it with `HARNESS_STATE_DIR={} cargo run -p harness -- down`",
+            kubeconfig.display(),
+            dir.display()
+        )),
+        "{err}"
+    );
+    let alive = || {
+        harness::process::recorded_pids(&dir)
+            .into_iter()
+            .filter(|(_, _, alive)| *alive)
+            .count()
+    };
+    assert_eq!(alive(), 1 + 2 * 9, "not every process was kept up");
+    let toolchain = harness::toolchain::Toolchain::from_env().unwrap();
+    for cluster in ["infra", "apps"] {
+        let out = duct::cmd!(
+            toolchain.binary(harness::toolchain::Tool::Kubernetes, "kubectl"),
+            "--kubeconfig",
+            &kubeconfig,
+            "--context",
+            cluster,
+            "get",
+            "namespace",
+            "flux-system"
+        )
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "the retained {cluster} does not answer: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let stopped = harness::process::reap_stale(&dir);
+    assert_eq!(stopped.len(), 1 + 2 * 9, "{stopped:?}");
+    assert_eq!(alive(), 0, "processes outlived `harness down`");
 }

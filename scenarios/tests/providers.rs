@@ -332,7 +332,8 @@ fn child_start_provider_from_env() {
         .expect("started by start_in_child, which sets PROVIDERS_TEST_CHILD_OUT");
     let out = PathBuf::from(out);
     let state = out.with_file_name("state");
-    let result = ProviderKind::from_env().and_then(|p| p.start(&state));
+    let result = ProviderKind::from_env()
+        .and_then(|p| p.start(&harness::provider::ProviderOptions::new(&state)));
     let text = match result {
         Ok(env) => {
             env.stop();

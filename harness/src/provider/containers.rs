@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::Environment;
+use super::{Environment, ProviderOptions};
 use crate::fixtures::{self, CLUSTERS};
 use crate::gitserver::{FixturesRepo, GitServer};
 use crate::process::PortBlock;
@@ -27,30 +27,6 @@ const CONTROLLERS: [Tool; 4] = [
 
 /// Environment variable naming a local copy of Flux's `install.yaml` (air-gapped runs).
 pub const FLUX_MANIFEST_ENV: &str = "HARNESS_FLUX_INSTALL_MANIFEST";
-
-/// Bounds of a container provider's start.
-#[derive(Debug, Clone)]
-pub struct ContainerOptions {
-    /// Everything the environment writes: kubeconfigs, git server, logs.
-    pub state_dir: PathBuf,
-    /// Upper bound for creating one cluster (node image pull included).
-    pub create_timeout: Duration,
-    /// Upper bound for applying Flux and for each controller Deployment to be Available.
-    pub flux_timeout: Duration,
-    /// Upper bound for the fixtures of one cluster to become Ready (real images are pulled here).
-    pub ready_timeout: Duration,
-}
-
-impl ContainerOptions {
-    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            state_dir: state_dir.into(),
-            create_timeout: Duration::from_secs(600),
-            flux_timeout: Duration::from_secs(300),
-            ready_timeout: Duration::from_secs(600),
-        }
-    }
-}
 
 /// Where Flux's install manifest comes from: `HARNESS_FLUX_INSTALL_MANIFEST` (a local file), else
 /// the release asset of the pinned flux version (`toolchain/versions.yaml`).
@@ -286,7 +262,7 @@ impl Common {
         gateway: Ipv4Addr,
         network: &str,
         manifest: &str,
-        options: &ContainerOptions,
+        options: &ProviderOptions,
     ) -> Result<FixturesRepo> {
         for cluster in CLUSTERS {
             self.kubectl.wait_nodes_ready(cluster)?;
@@ -371,12 +347,15 @@ impl Common {
         toolchain: Toolchain,
         started: Result<FixturesRepo>,
         label: &str,
+        options: &ProviderOptions,
     ) -> Result<Environment> {
         let fixtures = match started {
             Ok(repo) => repo,
             Err(e) => {
                 let logs = running.log_paths();
-                return Err(with_diagnostics(e, &common(&running).kubectl, &logs, label));
+                let kubectl = common(&running).kubectl.clone();
+                let e = with_diagnostics(e, &kubectl, &logs, label);
+                return Err(options.failed_start(running, &kubectl.kubeconfig, e));
             }
         };
         let c = common(&running);
@@ -385,6 +364,7 @@ impl Common {
             state_dir: c.state_dir.clone(),
             fixtures: Some(fixtures),
             toolchain,
+            retain: options.retain,
             running: Box::new(running),
         })
     }

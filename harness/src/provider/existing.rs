@@ -55,6 +55,7 @@ pub fn start(kubeconfig: PathBuf) -> Result<Environment> {
         }
     }
     Ok(Environment {
+        retain: false,
         kubeconfig,
         state_dir: crate::repo_root()
             .join("target")

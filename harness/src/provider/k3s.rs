@@ -27,7 +27,8 @@ use testcontainers_modules::testcontainers::bollard::query_parameters::{
 use testcontainers_modules::testcontainers::runners::SyncRunner;
 use testcontainers_modules::testcontainers::{Container, ImageExt};
 
-use super::containers::{self, Common, ContainerOptions};
+use super::ProviderOptions;
+use super::containers::{self, Common};
 use super::{Environment, Faults, Running};
 use crate::fixtures::CLUSTERS;
 use crate::toolchain::{Tool, Toolchain};
@@ -144,7 +145,7 @@ struct K3sRunning {
 
 /// Starts both k3s containers, installs Flux and bootstraps the fixtures; on failure everything
 /// started is removed again and the error names the diagnostics directory.
-pub fn start(options: &ContainerOptions) -> Result<Environment> {
+pub fn start(options: &ProviderOptions) -> Result<Environment> {
     // Fail fast, before anything is built or created.
     require_docker_engine()?;
     super::require_git_server_tools()?;
@@ -183,6 +184,7 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
         toolchain,
         started,
         "k3s-environment-start",
+        options,
     )
 }
 

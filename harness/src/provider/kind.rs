@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::containers::{Common, ContainerOptions, run};
+use super::ProviderOptions;
+use super::containers::{Common, run};
 use super::{Environment, Faults, Running};
 use crate::engine::Engine;
 use crate::fixtures::CLUSTERS;
@@ -133,7 +134,7 @@ struct KindRunning {
 
 /// Creates both kind clusters, installs Flux and bootstraps the fixtures; on failure everything
 /// created is deleted again and the error names the diagnostics directory.
-pub fn start(options: &ContainerOptions) -> Result<Environment> {
+pub fn start(options: &ProviderOptions) -> Result<Environment> {
     let source = ImageSource::from_env()?;
     let state_dir = options.state_dir.clone();
     // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign one.
@@ -211,6 +212,7 @@ pub fn start(options: &ContainerOptions) -> Result<Environment> {
         toolchain,
         started,
         "kind-environment-start",
+        options,
     )
 }
 
@@ -273,11 +275,12 @@ impl KindRunning {
             .stdout_file(fs::File::create(&log)?),
             timeout,
         );
+        // One line: kind's last line, and where the rest is.
         result.with_context(|| {
             format!(
-                "creating kind cluster {cluster} (see {}): {}",
+                "creating kind cluster {cluster} (bounded by --create-timeout; last line of {}: {})",
                 log.display(),
-                crate::process::tail(&log, 5).trim()
+                crate::process::tail(&log, 1).trim()
             )
         })?;
         let mut load = vec!["load", "docker-image", "--name", cluster];

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Environment, Faults, Running};
+use super::{Environment, Faults, ProviderOptions, Running};
 use crate::fixtures::{self, CLUSTERS};
 use crate::flux::{self, FluxControllers};
 use crate::gitserver::GitServer;
@@ -20,27 +20,6 @@ use crate::{apply, diagnostics};
 
 /// Ports of one environment: the git server, then one block per cluster.
 const PORTS_PER_ENV: u16 = 1 + ClusterPorts::LEN * CLUSTERS.len() as u16;
-
-/// How to start the local environment.
-#[derive(Debug, Clone)]
-pub struct LocalOptions {
-    /// Everything the environment writes (cleared at start; stale processes in it are stopped first).
-    pub state_dir: PathBuf,
-    /// First port of the environment's block; `None` picks a free block at or above 20000.
-    pub port_base: Option<u16>,
-    /// Upper bound for the fixtures of one cluster to become Ready.
-    pub ready_timeout: Duration,
-}
-
-impl LocalOptions {
-    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            state_dir: state_dir.into(),
-            port_base: None,
-            ready_timeout: Duration::from_secs(240),
-        }
-    }
-}
 
 /// Timings of one start, for docs and benchmarks.
 #[derive(Debug, Clone, Default)]
@@ -79,7 +58,7 @@ struct LocalRunning {
 }
 
 /// Starts both clusters; on failure everything started is stopped and the error names the logs.
-pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
+pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
     let started = Instant::now();
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;
@@ -132,17 +111,11 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
                         base: base + 1 + i as u16 * ClusterPorts::LEN,
                     };
                     let (toolchain, state_dir, url) = (&toolchain, &state_dir, &url);
+                    let kept = &running.clusters;
                     s.spawn(move || {
                         let t = Instant::now();
-                        start_cluster(
-                            toolchain,
-                            name,
-                            ports,
-                            state_dir,
-                            url,
-                            options.ready_timeout,
-                        )
-                        .map(|c| (c, t.elapsed()))
+                        start_cluster(toolchain, name, ports, state_dir, url, options, kept)
+                            .map(|c| (c, t.elapsed()))
                     })
                 })
                 .collect();
@@ -189,13 +162,17 @@ pub fn start(options: &LocalOptions) -> Result<(Environment, StartReport)> {
         };
         Ok((kubeconfig, fixtures_repo, report))
     })();
-    // On error `running` is dropped here, which stops whatever was started.
-    let (kubeconfig, fixtures, report) = result?;
+    // On error `running` is dropped here, which stops whatever was started (unless retained).
+    let (kubeconfig, fixtures, report) = match result {
+        Ok(ok) => ok,
+        Err(e) => return Err(options.failed_start(running, &state_dir.join("kubeconfig"), e)),
+    };
     let env = Environment {
         kubeconfig,
         state_dir,
         fixtures: Some(fixtures),
         toolchain,
+        retain: options.retain,
         running: Box::new(running),
     };
     Ok((env, report))
@@ -207,7 +184,8 @@ fn start_cluster(
     ports: ClusterPorts,
     state_dir: &Path,
     url: &str,
-    ready_timeout: Duration,
+    options: &ProviderOptions,
+    kept: &Mutex<Vec<LocalCluster>>,
 ) -> Result<(LocalCluster, Phases)> {
     let t = Instant::now();
     let mut phases = Phases::default();
@@ -225,34 +203,57 @@ fn start_cluster(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = rt.block_on(apply::client_for(kwok.kubeconfig(), name))?;
-    rt.block_on(async {
+    // With `retain`, a failure leaves what this cluster started running (see ProviderOptions).
+    let keep_on_error = |kwok: KwokCluster, e: anyhow::Error| {
+        if options.retain {
+            std::mem::forget(kwok);
+        }
+        Err(e)
+    };
+    let installed = rt.block_on(async {
+        let client = apply::client_for(kwok.kubeconfig(), name).await?;
         apply::apply_yaml(&client, fixtures::KWOK_NODE)
             .await
             .context("creating the kwok node")?;
-        flux::install(&client, toolchain).await
-    })
-    .with_context(|| format!("installing Flux on {name}"))?;
-    let flux = FluxControllers::start(
+        flux::install(&client, toolchain).await?;
+        anyhow::Ok(client)
+    });
+    let client = match installed.with_context(|| format!("installing Flux on {name}")) {
+        Ok(client) => client,
+        Err(e) => return keep_on_error(kwok, e),
+    };
+    let flux = match FluxControllers::start(
         toolchain,
         name,
         kwok.kubeconfig(),
         ports,
         &log_dir,
         state_dir,
-    )?;
+    ) {
+        Ok(flux) => flux,
+        Err(e) => return keep_on_error(kwok, e),
+    };
     phases.flux = t.elapsed() - phases.control_plane;
     let mut cluster = LocalCluster {
         name: name.to_string(),
         kwok,
         flux,
     };
-    let ready = rt.block_on(fixtures::bootstrap(&client, name, url, ready_timeout));
+    let ready = rt.block_on(fixtures::bootstrap(
+        &client,
+        name,
+        url,
+        options.ready_timeout,
+    ));
     if let Err(e) = ready {
-        cluster
-            .flux
-            .ensure_running()
-            .context("a Flux controller died")?;
+        let e = match cluster.flux.ensure_running() {
+            Ok(()) => e,
+            Err(died) => died.context("a Flux controller died"),
+        };
+        if options.retain {
+            // Merged into the kubeconfig and left running with the environment.
+            kept.lock().unwrap().push(cluster);
+        }
         return Err(e);
     }
     phases.fixtures = t.elapsed() - phases.control_plane - phases.flux;

@@ -10,6 +10,7 @@ pub mod local;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -17,6 +18,80 @@ use crate::fixtures::CLUSTERS;
 use crate::gitserver::FixturesRepo;
 use crate::task_runner::TaskRunner;
 use crate::toolchain::{Tool, Toolchain};
+
+/// How any provider is started: one type for all of them, built with [`ProviderOptions::new`] and
+/// its setters. Providers ignore what does not apply to them (`port_base` is the local provider's;
+/// `create_timeout` and `flux_timeout` the container providers').
+#[derive(Debug, Clone)]
+pub struct ProviderOptions {
+    /// Everything the environment writes (cleared at start; stale processes in it are stopped first).
+    pub state_dir: PathBuf,
+    /// First port of the local environment's block; `None` picks a free block at or above 20000.
+    pub port_base: Option<u16>,
+    /// Upper bound for the fixtures of one cluster to become Ready.
+    pub ready_timeout: Duration,
+    /// Upper bound for creating one container cluster.
+    pub create_timeout: Duration,
+    /// Upper bound for applying Flux and for each controller Deployment to become Available.
+    pub flux_timeout: Duration,
+    /// Keep a failed environment up, saying how to reach it (`HARNESS_RETAIN=1`): what a person
+    /// reproducing a failure needs first. `harness down` removes it afterwards.
+    pub retain: bool,
+}
+
+impl ProviderOptions {
+    /// Defaults, with `retain` from `HARNESS_RETAIN=1`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            port_base: None,
+            ready_timeout: Duration::from_secs(240),
+            create_timeout: Duration::from_secs(600),
+            flux_timeout: Duration::from_secs(300),
+            retain: std::env::var("HARNESS_RETAIN").as_deref() == Ok("1"),
+        }
+    }
+
+    pub fn port_base(mut self, port_base: u16) -> Self {
+        self.port_base = Some(port_base);
+        self
+    }
+
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    pub fn create_timeout(mut self, timeout: Duration) -> Self {
+        self.create_timeout = timeout;
+        self
+    }
+
+    pub fn retain(mut self, retain: bool) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// What a failed start does with what it started (`running`): drops it (everything stops),
+    /// or with `retain` leaves it up and adds to `error` how to reach it and how to remove it.
+    pub(crate) fn failed_start<R>(
+        &self,
+        running: R,
+        kubeconfig: &Path,
+        error: anyhow::Error,
+    ) -> anyhow::Error {
+        if !self.retain {
+            drop(running);
+            return error;
+        }
+        std::mem::forget(running);
+        anyhow::anyhow!(
+            "{error:#}; kept up for inspection (HARNESS_RETAIN=1): export KUBECONFIG={}, remove it with `HARNESS_STATE_DIR={} cargo run -p harness -- down`",
+            kubeconfig.display(),
+            self.state_dir.display()
+        )
+    }
+}
 
 /// Fault injection and process facts only a provider that owns the processes can offer.
 pub trait Faults: Send + Sync {
@@ -48,6 +123,8 @@ pub struct Environment {
     /// The served fixtures repository (providers that serve it; `None` on existing clusters).
     pub fixtures: Option<FixturesRepo>,
     pub toolchain: Toolchain,
+    /// Started with `retain`: a failed scenario leaves it up (see `scenarios`).
+    pub retain: bool,
     running: Box<dyn Running>,
 }
 
@@ -84,23 +161,23 @@ impl ProviderKind {
     }
 
     /// Starts (or, for `existing`, connects to) the two clusters.
-    pub fn start(self, state_dir: &Path) -> Result<Environment> {
+    pub fn start(self, options: &ProviderOptions) -> Result<Environment> {
         match self {
-            Self::Local => Ok(local::start(&local::LocalOptions::new(state_dir))?.0),
+            Self::Local => Ok(local::start(options)?.0),
             Self::Existing => existing::start(existing::kubeconfig_from_env()?),
-            Self::Kind => kind::start(&containers::ContainerOptions::new(state_dir)),
-            Self::K3s => start_k3s(state_dir),
+            Self::Kind => kind::start(options),
+            Self::K3s => start_k3s(options),
         }
     }
 }
 
 #[cfg(feature = "k3s")]
-fn start_k3s(state_dir: &Path) -> Result<Environment> {
-    k3s::start(&containers::ContainerOptions::new(state_dir))
+fn start_k3s(options: &ProviderOptions) -> Result<Environment> {
+    k3s::start(options)
 }
 
 #[cfg(not(feature = "k3s"))]
-fn start_k3s(_state_dir: &Path) -> Result<Environment> {
+fn start_k3s(_options: &ProviderOptions) -> Result<Environment> {
     anyhow::bail!(
         "HARNESS_PROVIDER=k3s needs the harness's `k3s` cargo feature, which this build left out: build without --no-default-features (or with --features harness/k3s), or use HARNESS_PROVIDER=local"
     )

@@ -1,0 +1,54 @@
+//! The kind provider's failures on a real Docker engine: a cluster create that overruns its bound
+//! fails in one line naming the bound, and leaves no cluster, no node container and no record.
+//! Its own binary, since it needs the cluster names `infra`/`apps` free (no shared environment).
+//!
+//! Ignored unless asked for (real Docker and kind): `HARNESS_PROVIDER=kind cargo test -p scenarios
+//! --test kind_failures -- --include-ignored` (`.ci/run` does).
+
+use std::time::Duration;
+
+use harness::engine::Engine;
+use harness::provider::ProviderOptions;
+
+#[test]
+#[ignore = "kind provider only: HARNESS_PROVIDER=kind cargo test -p scenarios --test kind_failures -- --include-ignored"]
+fn a_cluster_create_past_its_bound_fails_in_one_line_and_leaves_nothing() {
+    let dir = harness::repo_root().join("target/harness/kind-failures");
+    // Held by the test, so the provider finds an engine it did not start and leaves it running
+    // for the checks below (stopped when the test ends).
+    let engine = Engine::ensure(&dir.with_file_name("kind-failures-engine")).unwrap();
+    let toolchain = harness::toolchain::Toolchain::from_env().unwrap();
+    let probe = harness::images::ensure_fixture_app(&toolchain).unwrap();
+    engine.ensure_privileged(&probe).unwrap();
+    let options = ProviderOptions::new(&dir)
+        .create_timeout(Duration::from_secs(10))
+        .retain(false);
+    let err = match harness::provider::kind::start(&options) {
+        Ok(_) => panic!("both kind clusters were created within 10 s"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(!err.contains('\n'), "not one line: {err}");
+    assert!(
+        err.contains("creating kind cluster infra (bounded by --create-timeout; last line of ")
+            && err.contains("did not finish within 10s (killed)"),
+        "{err}"
+    );
+    assert!(err.contains("diagnostics saved in "), "{err}");
+    let nodes = duct::cmd!(
+        "docker",
+        "ps",
+        "-a",
+        "--filter",
+        "label=io.x-k8s.kind.cluster",
+        "--format",
+        "{{.Names}}"
+    )
+    .read()
+    .unwrap();
+    assert!(nodes.is_empty(), "kind node containers left: {nodes}");
+    assert!(
+        !dir.join("kind-clusters").exists(),
+        "the record of created clusters was left"
+    );
+    drop(engine);
+}
