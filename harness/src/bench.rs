@@ -399,7 +399,7 @@ pub fn run(options: &BenchOptions) -> Result<String> {
         Some(cold) => md += &kind_section(&toolchain, options, cold, rss)?,
         None => md += "The `kind` provider is not timed in this run (`--kind`).\n",
     }
-    md += "`k3s` is not timed: it cannot run here (its image cannot be had).\n";
+    md += "`k3s` is not timed: it cannot run here (k3s cannot be built from a served module and its image cannot be pulled).\n";
     std::fs::write(&options.output, &md)
         .with_context(|| format!("writing {}", options.output.display()))?;
     Ok(md)
@@ -465,7 +465,7 @@ fn kind_section(
     Ok(format!(
         "{}\n{memory}\n",
         table(
-            "6. kind provider (every image built here)",
+            "7. kind provider (every image built here)",
             "measure",
             &refs
         )

@@ -444,3 +444,47 @@ impl Drop for KindRunning {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images(node: &str) -> KindImages {
+        KindImages {
+            node: node.to_string(),
+            load: Vec::new(),
+            flux_manifest: PathBuf::new(),
+            kubeadm_patches: vec![
+                "kind: ClusterConfiguration\nimageRepository: k8s-ops.local\n".into(),
+            ],
+        }
+    }
+
+    /// Local images: every node runs the local node image and kubeadm gets the image patch after
+    /// the config's own patches; upstream images: the config as written.
+    #[test]
+    fn the_generated_config_points_kind_at_the_local_images_only_when_they_are_local() {
+        for cluster in CLUSTERS {
+            let written: serde_yaml::Value =
+                serde_yaml::from_str(&fs::read_to_string(config_path(cluster)).unwrap()).unwrap();
+            let local: serde_yaml::Value = serde_yaml::from_str(
+                &cluster_config(cluster, &images("k8s-ops.local/kind-node:v1")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(local["nodes"][0]["image"], "k8s-ops.local/kind-node:v1");
+            let patches = local["kubeadmConfigPatches"].as_sequence().unwrap();
+            let own = written["kubeadmConfigPatches"].as_sequence().unwrap();
+            assert_eq!(&patches[..own.len()], own.as_slice());
+            assert!(
+                patches[own.len()]
+                    .as_str()
+                    .unwrap()
+                    .contains("imageRepository: k8s-ops.local")
+            );
+            assert_eq!(local["networking"], written["networking"]);
+            let upstream: serde_yaml::Value =
+                serde_yaml::from_str(&cluster_config(cluster, &images("")).unwrap()).unwrap();
+            assert_eq!(upstream, written);
+        }
+    }
+}
