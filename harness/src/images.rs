@@ -37,12 +37,7 @@ const INPUTS_LABEL: &str = "io.k8s-ops.harness.inputs";
 /// The fixture charts' image (`fixtures/gitops/fixtures-charts/*/values.yaml` name it).
 pub const FIXTURE_APP: &str = "k8s-ops.local/fixture-app:1";
 /// The Flux controllers the install manifest runs.
-pub const FLUX_CONTROLLERS: [Tool; 4] = [
-    Tool::SourceController,
-    Tool::KustomizeController,
-    Tool::HelmController,
-    Tool::NotificationController,
-];
+pub use crate::flux::CONTROLLERS as FLUX_CONTROLLERS;
 
 /// What the kind provider needs from this module.
 #[derive(Debug, Clone)]
@@ -617,20 +612,7 @@ fn node_files(toolchain: &Toolchain, work: &Path) -> Result<PathBuf> {
         "node-files-kind-{}",
         toolchain.versions().get(Tool::Kind)
     ));
-    if dir.exists() {
-        fs::remove_dir_all(&dir)?;
-    }
-    fs::create_dir_all(work)?;
-    run(
-        "copying kind's base files",
-        duct::cmd!("cp", "-r", &kind_files, &dir),
-        Duration::from_secs(60),
-    )?;
-    run(
-        "making kind's base files writable",
-        duct::cmd!("chmod", "-R", "u+w", &dir),
-        Duration::from_secs(60),
-    )?;
+    crate::toolchain::writable_copy(&kind_files, &dir)?;
     let unit = dir.join("etc/systemd/system/containerd.service");
     let text = fs::read_to_string(&unit)?;
     fs::write(
@@ -753,21 +735,8 @@ pub fn flux_install_manifest(toolchain: &Toolchain, work: &Path) -> Result<PathB
     }
     let kubectl = toolchain.binary(Tool::Kubernetes, "kubectl");
     let render = work.join("flux-manifests");
-    if render.exists() {
-        fs::remove_dir_all(&render)?;
-    }
-    fs::create_dir_all(work)?;
     let manifests = toolchain.module_dir(Tool::Flux)?.join("manifests");
-    run(
-        "copying flux2's manifests",
-        duct::cmd!("cp", "-r", &manifests, &render),
-        Duration::from_secs(60),
-    )?;
-    run(
-        "making flux2's manifests writable",
-        duct::cmd!("chmod", "-R", "u+w", &render),
-        Duration::from_secs(60),
-    )?;
+    crate::toolchain::writable_copy(&manifests, &render)?;
     let kustomize = |dir: &Path| -> Result<String> {
         run(
             &format!("kubectl kustomize {}", dir.display()),

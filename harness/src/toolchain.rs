@@ -374,8 +374,7 @@ impl Toolchain {
         let (build_dir, targets): (PathBuf, Vec<String>) = if tool.builds_from_copy() {
             let module_dir = go_mod_download(tool.module(), version, "Dir")?;
             let copy = work.join("module");
-            duct::cmd!("cp", "-r", &module_dir, &copy).run()?;
-            duct::cmd!("chmod", "-R", "u+w", &copy).run()?;
+            writable_copy(&module_dir, &copy)?;
             for (pkg, _) in tool.packages() {
                 let manifests = copy.join(pkg).join("manifests");
                 fs::create_dir_all(&manifests)?;
@@ -603,6 +602,24 @@ impl GoCmd {
         let out = self.expr().stdout_capture().unchecked().run()?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+}
+
+/// A writable copy of `from` (a read-only module directory in Go's cache) at `to`, replacing
+/// whatever was there.
+pub(crate) fn writable_copy(from: &Path, to: &Path) -> Result<()> {
+    if to.exists() {
+        fs::remove_dir_all(to)?;
+    }
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    duct::cmd!("cp", "-r", from, to)
+        .run()
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    duct::cmd!("chmod", "-R", "u+w", to)
+        .run()
+        .with_context(|| format!("making {} writable", to.display()))?;
+    Ok(())
 }
 
 /// The first `name` in a directory of PATH.
