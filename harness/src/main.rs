@@ -213,8 +213,13 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
     }
     println!("  logs: {}", state_dir.display());
     println!("Use it from another shell:");
+    // GITOPS_DIR: `task flux:diff` finds an object's spec.path in the served fixtures checkout.
+    let gitops = env
+        .fixtures()
+        .map(|f| format!(" GITOPS_DIR={}", f.work_dir().display()))
+        .unwrap_or_default();
     println!(
-        "  export KUBECONFIG={} PATH={}:$PATH",
+        "  export KUBECONFIG={} PATH={}:$PATH{gitops}",
         env.kubeconfig.display(),
         operator_path(&env.toolchain)
     );

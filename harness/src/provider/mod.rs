@@ -40,7 +40,7 @@ pub struct ProviderOptions {
 }
 
 impl ProviderOptions {
-    /// Defaults, with `retain` from `HARNESS_RETAIN=1`.
+    /// Defaults, with `retain` from `HARNESS_RETAIN` (`1` or `true`, as `harness up` reads it).
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
@@ -48,7 +48,7 @@ impl ProviderOptions {
             ready_timeout: Duration::from_secs(240),
             create_timeout: Duration::from_secs(600),
             flux_timeout: Duration::from_secs(300),
-            retain: std::env::var("HARNESS_RETAIN").as_deref() == Ok("1"),
+            retain: matches!(std::env::var("HARNESS_RETAIN").as_deref(), Ok("1" | "true")),
         }
     }
 
