@@ -253,8 +253,8 @@ mod tests {
             serde_json::to_string_pretty(&process).unwrap(),
         )
         .unwrap();
-        // `true` stands in for runc: the wrapper execs the first runc it finds, so run it with a
-        // PATH-independent check of the files only.
+        // Run a copy whose final `exec` of the real runc is replaced by `exit 0`: only the edits of
+        // the two files are under test.
         let script = crate::repo_root().join("harness/scripts/runc-without-unheld-caps.sh");
         let out = duct::cmd!(
             "sh",

@@ -12,18 +12,11 @@ use anyhow::{Context, Result, bail};
 
 use super::{Environment, ProviderOptions};
 use crate::fixtures::{self, CLUSTERS};
+use crate::flux::CONTROLLERS;
 use crate::gitserver::{FixturesRepo, GitServer};
 use crate::process::PortBlock;
 use crate::toolchain::{Tool, Toolchain};
 use crate::{apply, diagnostics};
-
-/// The four Flux controllers the release manifest installs (Deployments in `flux-system`).
-const CONTROLLERS: [Tool; 4] = [
-    Tool::SourceController,
-    Tool::KustomizeController,
-    Tool::HelmController,
-    Tool::NotificationController,
-];
 
 /// Environment variable naming a local copy of Flux's `install.yaml` (air-gapped runs).
 pub const FLUX_MANIFEST_ENV: &str = "HARNESS_FLUX_INSTALL_MANIFEST";

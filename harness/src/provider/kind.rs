@@ -32,16 +32,6 @@ pub fn config_path(cluster: &str) -> PathBuf {
         .join(format!("{cluster}.yaml"))
 }
 
-/// Fails with one line naming the problem and the fix unless a Docker engine answers (used where
-/// the harness must not start one, e.g. `harness down`).
-pub fn require_docker_engine() -> Result<()> {
-    crate::engine::answers().map_err(|why| {
-        anyhow::anyhow!(
-            "HARNESS_PROVIDER=kind needs a running Docker engine, but `docker info` failed ({why}): start a Docker engine (e.g. `sudo systemctl start docker`), run as root to let the harness start one, or use HARNESS_PROVIDER=local"
-        )
-    })
-}
-
 /// Where the kind provider's images come from: `HARNESS_KIND_IMAGES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageSource {
