@@ -1,5 +1,5 @@
 //! kube-rs reads and bounded waits on Flux objects: readiness, `spec.suspend`, the handled
-//! reconcile token, and fingerprints (resourceVersions) to prove that nothing changed.
+//! reconcile token, and fingerprints (generation, labels, annotations) to prove that nothing changed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -172,9 +172,11 @@ pub async fn wait_resumed(
     Ok(obj)
 }
 
-/// `Kind/namespace/name -> resourceVersion` of every Kustomization, HelmRelease, GitRepository and
-/// HelmChart (only those called `name`, when given): equal fingerprints before and after a command
-/// prove it wrote nothing to those Flux objects.
+/// `Kind/namespace/name -> generation, labels and annotations` of every Kustomization, HelmRelease,
+/// GitRepository and HelmChart (only those called `name`, when given): equal fingerprints before and
+/// after a command prove it wrote nothing to those Flux objects. Everything a command can write shows
+/// here (`spec.suspend` bumps the generation, a reconcile request is an annotation); the status the
+/// controllers keep writing on every interval does not, so a scheduled reconcile is no false alarm.
 pub async fn flux_fingerprint(
     client: &Client,
     name: Option<&str>,
@@ -199,7 +201,12 @@ pub async fn flux_fingerprint(
                     obj.metadata.namespace.unwrap_or_default(),
                     obj.metadata.name.unwrap_or_default()
                 ),
-                obj.metadata.resource_version.unwrap_or_default(),
+                format!(
+                    "generation {} labels {:?} annotations {:?}",
+                    obj.metadata.generation.unwrap_or_default(),
+                    obj.metadata.labels.unwrap_or_default(),
+                    obj.metadata.annotations.unwrap_or_default()
+                ),
             );
         }
     }

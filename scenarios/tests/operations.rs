@@ -38,8 +38,8 @@ struct Settled {
 }
 
 impl Settled {
-    /// Reads both clusters until two reads 1 s apart agree (a controller may still be writing the
-    /// status of an object a previous scenario touched), for at most 60 s.
+    /// Reads both clusters until two reads 1 s apart agree (a Kustomization of a previous scenario
+    /// may still be applying its objects), for at most 60 s.
     async fn read(env: &Environment) -> anyhow::Result<Self> {
         let infra = env.client("infra").await?;
         let apps = env.client("apps").await?;
@@ -86,7 +86,7 @@ impl Settled {
     }
 }
 
-/// Fails naming every object whose resourceVersion differs (or that appeared/disappeared).
+/// Fails naming every object whose fingerprint differs (or that appeared/disappeared).
 fn same_fingerprint(
     cluster: &str,
     before: &Fingerprint,
