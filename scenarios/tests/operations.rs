@@ -229,15 +229,39 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a spawned task writes: a pipe (scripts, CI) or a terminal (an operator's shell).
+#[derive(Debug, Clone, Copy)]
+enum Stdout {
+    Pipe,
+    Terminal,
+}
+
 /// `task` started as its own process group (as a shell starts a foreground job), so that a Ctrl-C
-/// (SIGINT to the group) reaches it and everything it started.
-fn spawn_task(env: &Environment, args: &[&str]) -> anyhow::Result<Child> {
-    Ok(env
-        .task()
-        .command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?)
+/// (SIGINT to the group) reaches it and everything it started; returns its stdout to read (with a
+/// terminal: the pseudo-terminal's master side, which ends when the last writer has exited).
+fn spawn_task(
+    env: &Environment,
+    args: &[&str],
+    stdout: Stdout,
+) -> anyhow::Result<(Child, Box<dyn std::io::Read + Send>)> {
+    let mut cmd = env.task().command(args);
+    cmd.stderr(Stdio::piped());
+    match stdout {
+        Stdout::Pipe => {
+            let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+            let out = child.stdout.take().context("piped stdout")?;
+            Ok((child, Box::new(out)))
+        }
+        Stdout::Terminal => {
+            let pty = nix::pty::openpty(None, None)?;
+            cmd.stdout(Stdio::from(pty.slave));
+            let child = cmd.spawn()?;
+            // `cmd` held the only other copy of the terminal's slave side: without it, the
+            // master reads EOF (EIO) once the task and everything it started are gone.
+            drop(cmd);
+            Ok((child, Box::new(std::fs::File::from(pty.master))))
+        }
+    }
 }
 
 fn signal_group(pgid: u32, signal: &str) {
@@ -438,6 +462,9 @@ async fn bulk_suspend_refuses_without_yes(#[case] args: &[&str], #[case] stdin: 
 #[case::odoo_both_kinds("apps", &["APP=odoo"], &["HelmRelease/odoo.business", "Kustomization/odoo.flux-system"], "/odoo.")]
 #[case::gatus_helmrelease_only("infra", &["APP=gatus", "TYPE=hr"], &["HelmRelease/gatus.observability"], "HelmRelease/gatus.observability")]
 #[case::whoami_chart_ref("apps", &["APP=whoami", "NAMESPACE=business"], &["HelmRelease/whoami.business"], "HelmRelease/whoami.business")]
+// odoo is a Kustomization and a HelmRelease: one controller shows only its own kind's lines.
+#[case::odoo_helm_controller("apps", &["APP=odoo", "CONTROLLER=helm"], &["HelmRelease/odoo.business"], "HelmRelease/odoo.business")]
+#[case::odoo_kustomize_controller("apps", &["APP=odoo", "CONTROLLER=kustomize-controller", "LEVEL=info", "SINCE=1h"], &["Kustomization/odoo.flux-system"], "Kustomization/odoo.flux-system")]
 #[tokio::test]
 async fn logs_show_the_apps_controller_lines(
     #[case] cluster: &str,
@@ -448,6 +475,7 @@ async fn logs_show_the_apps_controller_lines(
     scenario(
         &format!("logs-{cluster}-{}", vars.join("-")),
         |env| async move {
+            let _writing = writing().await;
             let mut args = vec!["flux:logs".to_string(), format!("CLUSTER={cluster}")];
             args.extend(vars.iter().map(|v| v.to_string()));
             let out = env.task().run(&args)?;
@@ -472,20 +500,67 @@ async fn logs_show_the_apps_controller_lines(
     .await;
 }
 
-/// `FOLLOW=true` streams: the app's existing lines arrive, a reconcile started meanwhile adds new
-/// ones, and a Ctrl-C (SIGINT to the process group) stops task, bash and flux within seconds.
+/// `CONTROLLER=` shows that controller's lines only: every line names one of its kinds or none
+/// (start-up lines), and its own kind does appear. Short and full names.
+#[rstest]
+#[case::helm("helm", &["HelmRelease"])]
+#[case::kustomize("kustomize-controller", &["Kustomization"])]
+#[case::source("source", &["GitRepository", "HelmRepository", "HelmChart", "OCIRepository", "Bucket"])]
 #[tokio::test]
-async fn logs_follow_streams_and_stops_on_ctrl_c() {
-    scenario("logs-follow-odoo", |env| async move {
+async fn logs_of_one_controller_only(#[case] controller: &str, #[case] kinds: &[&str]) {
+    scenario(&format!("logs-controller-{controller}"), |env| async move {
+        let _writing = writing().await;
+        let out = env.task().run(&[
+            "flux:logs",
+            "CLUSTER=apps",
+            &format!("CONTROLLER={controller}"),
+            "FOLLOW=false",
+        ])?;
+        ok(&out)?;
+        let mut own = 0;
+        for line in out.stdout.lines().filter(|l| !l.trim().is_empty()) {
+            // "<ts> <level> <Kind>[/<name>.<namespace>] - <msg>", or "<ts> <level>  - <msg>"
+            let kind = line.split_whitespace().nth(2).unwrap_or_default();
+            // kind-less: "-", or "/<name>." of a start-up line without a kind ("/health probe.")
+            let kind = kind.split('/').next().unwrap_or_default();
+            if kind.is_empty() || kind == "-" {
+                continue;
+            }
+            anyhow::ensure!(
+                kinds.contains(&kind),
+                "CONTROLLER={controller} printed a {kind} line: {line}\n{}",
+                out.transcript()
+            );
+            own += 1;
+        }
+        anyhow::ensure!(own > 0, "no {kinds:?} line:\n{}", out.transcript());
+        Ok(())
+    })
+    .await;
+}
+
+/// Streaming: `FOLLOW=true`, or nothing at all at a terminal (as the story types it). The app's
+/// existing lines arrive, a reconcile started meanwhile adds new ones, and a Ctrl-C (SIGINT to the
+/// process group) stops task, bash and flux/kubectl within seconds. With CONTROLLER the stream is
+/// that controller's (kubectl logs), in the same format.
+#[rstest]
+#[case::follow_true(&["FOLLOW=true"], Stdout::Pipe)]
+#[case::terminal_default(&[], Stdout::Terminal)]
+#[case::terminal_one_controller(&["CONTROLLER=helm"], Stdout::Terminal)]
+#[tokio::test]
+async fn logs_stream_until_ctrl_c(#[case] vars: &[&str], #[case] stdout: Stdout) {
+    scenario(&format!("logs-follow-odoo-{stdout:?}-{}", vars.join("-")), |env| async move {
         let _writing = writing().await;
         let _odoo = exclusive("odoo").await;
-        let mut child = spawn_task(env, &["flux:logs", "APP=odoo", "CLUSTER=apps", "FOLLOW=true"])?;
+        let mut args = vec!["flux:logs", "APP=odoo", "CLUSTER=apps"];
+        args.extend(vars);
+        let (mut child, out) = spawn_task(env, &args, stdout)?;
         let pid = child.id();
         let (tx, rx) = mpsc::channel::<String>();
-        let stdout = child.stdout.take().expect("piped stdout");
         let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                // A terminal ends lines with \r\n.
+                if tx.send(line.trim_end_matches('\r').to_string()).is_err() {
                     break;
                 }
             }
@@ -500,7 +575,7 @@ async fn logs_follow_streams_and_stops_on_ctrl_c() {
                     Err(mpsc::RecvTimeoutError::Timeout) if !lines.is_empty() => break,
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        anyhow::bail!("flux:logs FOLLOW=true ended on its own after {} line(s): {lines:?}", lines.len())
+                        anyhow::bail!("flux:logs {vars:?} on a {stdout:?} ended on its own after {} line(s): {lines:?}", lines.len())
                     }
                 }
                 anyhow::ensure!(Instant::now() < deadline, "no quiet moment in 30 s of logs: {lines:?}");
@@ -550,10 +625,10 @@ async fn logs_follow_streams_and_stops_on_ctrl_c() {
         }
         let _ = reader.join();
         result?;
-        anyhow::ensure!(exited.is_some(), "task flux:logs FOLLOW=true still running 15 s after SIGINT");
+        anyhow::ensure!(exited.is_some(), "task flux:logs {vars:?} still running 15 s after SIGINT");
         anyhow::ensure!(
             leftovers.is_empty(),
-            "processes of flux:logs FOLLOW=true still running 15 s after SIGINT: {leftovers:?} (of {tree:?})"
+            "processes of flux:logs {vars:?} still running 15 s after SIGINT: {leftovers:?} (of {tree:?})"
         );
         Ok(())
     })

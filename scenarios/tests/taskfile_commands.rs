@@ -271,7 +271,15 @@ fn gitops() -> String {
 #[case::logs_follow_one(&["flux:logs", "APP=gatus", "TYPE=hr", "FOLLOW=true"], &[
     "flux logs --context infra --follow --timeout 8760h --kind HelmRelease -n observability --name gatus",
 ], &[], true)]
-#[case::logs_all(&["flux:logs", "CLUSTER=apps"], &["flux logs --context apps -A"], &["--name"], true)]
+// Without a terminal (as here) and without FOLLOW, a snapshot.
+#[case::logs_all(&["flux:logs", "CLUSTER=apps"], &["flux logs --context apps -A"], &["--name", "--follow"], true)]
+// One controller: kubectl logs of its Deployment, short or full name.
+#[case::logs_controller(&["flux:logs", "CONTROLLER=helm", "CLUSTER=apps", "SINCE=10m", "TAIL=5"], &[
+    "kubectl --context apps -n flux-system logs deployment/helm-controller --since 10m --tail 5",
+], &["flux logs", "--follow"], true)]
+#[case::logs_controller_app_follow(&["flux:logs", "CONTROLLER=kustomize-controller", "APP=odoo", "CLUSTER=apps", "FOLLOW=true"], &[
+    "kubectl --context apps -n flux-system logs deployment/kustomize-controller --follow",
+], &["flux logs"], true)]
 #[case::events_app(&["flux:events", "APP=odoo", "CLUSTER=apps"], &[
     "flux events -n flux-system --for Kustomization/odoo --context apps",
     "flux events -n business --for HelmRelease/odoo --context apps",
@@ -531,6 +539,8 @@ fn diff_exit_codes(#[case] rc: &str, #[case] ok: bool, #[case] says: &str) {
 #[case::bad_level(&["flux:logs", "LEVEL=$(touch {marker})"], "LEVEL")]
 #[case::bad_since(&["flux:logs", "SINCE=yesterday"], "SINCE")]
 #[case::bad_bool(&["flux:logs", "FOLLOW=yes"], "FOLLOW")]
+#[case::bad_controller(&["flux:logs", "CONTROLLER=helmet"], "CONTROLLER='helmet' is not a Flux controller")]
+#[case::controller_injection(&["flux:logs", "CONTROLLER=helm;touch {marker}"], "CONTROLLER")]
 #[case::bad_source(&["flux:reconcile-source", "SOURCE=Flux System"], "SOURCE")]
 #[case::not_found(&["flux:suspend", "APP=odo", "CLUSTER=apps"], "did you mean: odoo")]
 #[case::ambiguous(&["flux:suspend", "APP=dup", "CLUSTER=apps"], "NAMESPACE=")]
@@ -576,6 +586,21 @@ fn bad_input_is_refused(#[case] args: &[&str], #[case] names: &str) {
 }
 
 /// `--list` and `--summary` need no cluster, no kubeconfig and no flux/kubectl call.
+/// The run uses the go-task it was asked for (HARNESS_TASK_VERSION, else the oldest pinned one):
+/// .ci/run runs this file under both ends of the range.
+#[test]
+fn runs_the_go_task_of_this_run() {
+    let tc = Toolchain::from_env().expect("toolchain");
+    let out = duct::cmd(task_bin(), ["--version"])
+        .read()
+        .expect("task --version");
+    let want = tc.versions().get(Tool::Task).trim_start_matches('v');
+    assert!(
+        out.split_whitespace().any(|w| w.trim_start_matches('v') == want),
+        "task --version printed {out:?}, this run pins {want}"
+    );
+}
+
 #[rstest]
 fn list_needs_no_cluster() {
     let sb = Sandbox::new().env("KUBECONFIG", "/nonexistent");

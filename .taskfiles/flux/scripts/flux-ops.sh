@@ -6,11 +6,17 @@
 #   FOPS_CLUSTERS  configured clusters (root Taskfile var CLUSTERS, space separated)
 #   FOPS_CLUSTER   target cluster = kube context, or "all" for read-only commands
 #   FOPS_APP FOPS_NAMESPACE FOPS_TYPE FOPS_FAILED FOPS_RESOURCE FOPS_LEVEL FOPS_SINCE FOPS_TAIL
-#   FOPS_FOLLOW FOPS_WATCH FOPS_WAIT FOPS_SOURCE FOPS_SOURCE_KIND FOPS_GITOPS_DIR
+#   FOPS_FOLLOW FOPS_CONTROLLER FOPS_WATCH FOPS_WAIT FOPS_SOURCE FOPS_SOURCE_KIND FOPS_GITOPS_DIR
 #
 # Usage: flux-ops.sh <command> [args]; commands are listed in main() at the bottom.
 # Every error is ONE line on stderr: "error: <problem> — <fix>", exit != 0.
 set -euo pipefail
+# bash 3.2 (macOS' /bin/bash) and 4.0-4.3 fail on empty arrays under `set -u` and lack mapfile/${x,,}:
+# refuse them at once, in syntax they still parse.
+if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
+  printf 'error: bash %s is too old — flux-ops.sh needs bash >= 4.4 (macOS: brew install bash)\n' "$BASH_VERSION" >&2
+  exit 3
+fi
 
 readonly KS_RES=kustomizations.kustomize.toolkit.fluxcd.io
 readonly HR_RES=helmreleases.helm.toolkit.fluxcd.io
@@ -20,6 +26,8 @@ readonly MIN_KUBECTL=1.34
 readonly API_TIMEOUT=5s
 # `flux logs --follow` / `flux events --watch` would stop after flux's default 5m --timeout.
 readonly STREAM_TIMEOUT=8760h
+# Where the Flux controllers run (flux logs' --flux-namespace default).
+readonly FLUX_NAMESPACE=flux-system
 # The one jsonpath used by the resolver: Kind|namespace|name|spec.suspend|Ready status
 # shellcheck disable=SC2016 # jsonpath, not a shell expansion
 readonly ROW_JSONPATH='{range .items[*]}{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.spec.suspend}{"|"}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}'
@@ -36,7 +44,8 @@ LEVEL="${FOPS_LEVEL:-}"
 SINCE="${FOPS_SINCE:-}"
 TIMEOUT="${FOPS_TIMEOUT:-5m}"
 TAIL="${FOPS_TAIL:-}"
-FOLLOW="${FOPS_FOLLOW:-false}"
+FOLLOW="${FOPS_FOLLOW:-}" # empty: stream when stdout is a terminal
+CONTROLLER="${FOPS_CONTROLLER:-}"
 WATCH="${FOPS_WATCH:-false}"
 WAIT="${FOPS_WAIT:-true}"
 SOURCE="${FOPS_SOURCE:-flux-system}"
@@ -106,7 +115,12 @@ validate() {
   *) die 2 "SOURCE_KIND='${SOURCE_KIND//[^[:print:]]/?}' is not supported — use git, oci, helm, bucket or chart" ;;
   esac
   check_bool FAILED "$FAILED"
-  check_bool FOLLOW "$FOLLOW"
+  [[ -z $FOLLOW ]] || check_bool FOLLOW "$FOLLOW"
+  case $CONTROLLER in
+  '' | source-controller | kustomize-controller | helm-controller | notification-controller) ;;
+  source | kustomize | helm | notification) CONTROLLER+=-controller ;;
+  *) die 2 "CONTROLLER='${CONTROLLER//[^[:print:]]/?}' is not a Flux controller — use source, kustomize, helm or notification (e.g. CONTROLLER=helm)" ;;
+  esac
   check_bool WATCH "$WATCH"
   check_bool WAIT "$WAIT"
   [[ -z $LEVEL || $LEVEL =~ ^(debug|info|error)$ ]] || die 2 "LEVEL='${LEVEL//[^[:print:]]/?}' is not supported — use LEVEL=debug, info or error"
@@ -587,24 +601,70 @@ cmd_alerts() {
 
 cmd_logs() {
   validate one
+  # FOLLOW unset: stream at a terminal (the operator's Ctrl-C ends it), print and exit otherwise.
+  if [[ -z $FOLLOW ]]; then if [[ -t 1 ]]; then FOLLOW=true; else FOLLOW=false; fi; fi
+  local want_kind="" want_ns=$NAMESPACE targets="" kinds nss
+  if [[ -n $APP ]]; then
+    targets=$(resolve ks-first)
+    kinds=$(cut -d'|' -f1 <<<"$targets" | sort -u)
+    nss=$(cut -d'|' -f2 <<<"$targets" | sort -u)
+    # one stream: the kind when all targets share it, the namespace when all share it
+    [[ $(grep -c . <<<"$kinds") == 1 ]] && want_kind=$kinds
+    if [[ $(grep -c . <<<"$nss") == 1 ]]; then want_ns=$nss; else want_ns=""; fi
+  fi
+  if [[ -n $CONTROLLER ]]; then
+    controller_logs "$targets"
+    return
+  fi
   local args=(--context "$CLUSTER")
   [[ -n $LEVEL ]] && args+=(--level "$LEVEL")
   [[ -n $SINCE ]] && args+=(--since "$SINCE")
   [[ -n $TAIL ]] && args+=(--tail "$TAIL")
   is_true "$FOLLOW" && args+=(--follow --timeout "$STREAM_TIMEOUT")
-  if [[ -z $APP ]]; then
-    if [[ -n $NAMESPACE ]]; then args+=(-n "$NAMESPACE"); else args+=(-A); fi
-    run flux logs "${args[@]}"
-    return
-  fi
-  local targets kinds nss
-  targets=$(resolve ks-first)
-  kinds=$(cut -d'|' -f1 <<<"$targets" | sort -u)
-  nss=$(cut -d'|' -f2 <<<"$targets" | sort -u)
-  # one flux logs stream: --kind when all targets share a kind, -n when all share a namespace
-  [[ $(grep -c . <<<"$kinds") == 1 ]] && args+=(--kind "$kinds")
-  if [[ $(grep -c . <<<"$nss") == 1 ]]; then args+=(-n "$nss"); else args+=(-A); fi
-  run flux logs "${args[@]}" --name "$APP"
+  [[ -n $want_kind ]] && args+=(--kind "$want_kind")
+  if [[ -n $want_ns ]]; then args+=(-n "$want_ns"); else args+=(-A); fi
+  [[ -n $APP ]] && args+=(--name "$APP")
+  run flux logs "${args[@]}"
+}
+
+# One controller's lines: `flux logs` reads every Flux controller at once, so this is kubectl logs
+# of that controller's Deployment, filtered (LEVEL; with APP its resolved objects exactly, else
+# NAMESPACE) and printed the way flux logs prints them: "<ts> <level> <Kind>/<name>.<ns> - <msg>".
+controller_logs() { # controller_logs <resolver rows of APP, or "">
+  local args=(--context "$CLUSTER" -n "$FLUX_NAMESPACE" logs "deployment/$CONTROLLER")
+  [[ -n $SINCE ]] && args+=(--since "$SINCE")
+  [[ -n $TAIL ]] && args+=(--tail "$TAIL")
+  is_true "$FOLLOW" && args+=(--follow)
+  run kubectl "${args[@]}" | format_logs "$1"
+}
+
+field() { # field <json line> <key>: REPLY = the string value of the first "key":"…" ("" if none)
+  local re="\"$2\":\"(([^\"\\\\]|\\\\.)*)\""
+  REPLY=""
+  [[ $1 =~ $re ]] && REPLY=${BASH_REMATCH[1]//\\\"/\"}
+  return 0
+}
+
+format_logs() { # format_logs <resolver rows or "">: JSON log lines (stdin) → flux logs lines
+  # No subshell per line: a controller writes thousands of lines.
+  local rows=$'\n'$1 line level kind name ns
+  while IFS= read -r line; do
+    [[ $line == "{"* ]] || continue
+    field "$line" level && level=$REPLY
+    [[ -z $LEVEL || $level == "$LEVEL" ]] || continue
+    field "$line" "reconciler kind" && kind=$REPLY
+    [[ -n $kind ]] || { field "$line" controllerKind && kind=$REPLY; }
+    field "$line" name && name=$REPLY
+    field "$line" namespace && ns=$REPLY
+    if [[ -n $APP ]]; then
+      [[ $rows == *$'\n'"$kind|$ns|$name|"* ]] || continue
+    else
+      [[ -z $NAMESPACE || $ns == "$NAMESPACE" ]] || continue
+    fi
+    field "$line" ts && printf '%s %s %s%s - ' "$REPLY" "$level" "$kind" "${name:+/$name.$ns}"
+    field "$line" msg && printf '%s ' "$REPLY"
+    field "$line" error && printf '%s\n' "$REPLY"
+  done
 }
 
 cmd_diff() {
