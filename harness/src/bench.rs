@@ -500,7 +500,7 @@ fn time_kind_starts(
         )?;
         let harness_rss: u64 = env.processes().iter().map(|(_, pid)| rss_kib(*pid)).sum();
         memory = format!(
-            "Memory with both environments up: local {:.0} MiB (its processes), kind: {} (node containers, `docker stats`), plus {:.0} MiB of harness-started processes (dockerd, git server).\n",
+            "Memory with both environments up: local {:.0} MiB (its processes), kind: {} (node containers, `docker stats`), plus {:.0} MiB of harness-started processes (dockerd; the git server is a thread of the harness).\n",
             local_rss_kib as f64 / 1024.0,
             stats.lines().collect::<Vec<_>>().join(", "),
             harness_rss as f64 / 1024.0

@@ -1,21 +1,23 @@
 //! The fixtures GitOps repository and the Git smart-HTTP server Flux clones it from.
 //!
-//! The server is lighttpd running git's own `git http-backend` CGI (smart HTTP: go-git, which
-//! source-controller uses, cannot clone the dumb protocol). It listens on 127.0.0.1 ([`GitServer::start`]);
-//! only the kind provider binds it elsewhere ([`GitServer::start_on`], the `kind` Docker network's
+//! The server is the harness's own ([`http`]: hyper running git's `git http-backend` as a CGI per
+//! request; smart HTTP, because go-git, which source-controller uses, cannot clone the dumb
+//! protocol), on a thread of the process that starts the environment: it needs nothing installed
+//! beyond git, and it stops with that process. It listens on 127.0.0.1 ([`GitServer::start`]); only
+//! the kind provider binds it elsewhere ([`GitServer::start_on`], the `kind` Docker network's
 //! gateway), because Flux there runs inside containers that cannot reach the host's loopback.
+//! Every request is a line of `<root>/git-http.log`.
+
+pub mod http;
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::{LogFiles, ManagedProcess, wait_for};
-
-const HTTP_BACKEND: &str = "/usr/lib/git-core/git-http-backend";
+use crate::process::wait_for;
 
 /// A git checkout the harness commits fixture changes into, pushed to the served bare repository.
 #[derive(Debug, Clone)]
@@ -54,16 +56,18 @@ impl FixturesRepo {
     }
 }
 
-/// lighttpd serving `<root>/repos/*.git` over smart HTTP.
+/// The harness's smart-HTTP server for `<root>/repos/*.git` (see the module docs), running on a
+/// thread of this process until [`GitServer::stop`] or drop.
 #[derive(Debug)]
 pub struct GitServer {
-    process: ManagedProcess,
+    server: http::HttpServer,
     port: u16,
 }
 
 impl GitServer {
     /// Creates `<root>/repos/fixtures.git` from `content` (a directory copied as the first commit),
     /// starts the server on `127.0.0.1:port` and returns it with the checkout used for later commits.
+    /// `state_dir` is unused since the server is no process of its own (kept for the providers).
     pub fn start(
         root: &Path,
         content: &Path,
@@ -80,12 +84,9 @@ impl GitServer {
         root: &Path,
         content: &Path,
         port: u16,
-        state_dir: &Path,
+        _state_dir: &Path,
     ) -> Result<(Self, FixturesRepo)> {
-        let lighttpd = crate::toolchain::which("lighttpd").context("lighttpd is not installed: apt-get install -y lighttpd (the Git server for the fixtures repo)")?;
-        if !Path::new(HTTP_BACKEND).is_file() {
-            bail!("{HTTP_BACKEND} is missing: apt-get install -y git");
-        }
+        let backend = crate::prerequisites::git_http_backend()?;
         let repos = root.join("repos");
         let bare = repos.join("fixtures.git");
         let work = root.join("work");
@@ -117,64 +118,44 @@ impl GitServer {
         git(&work, &["remote", "add", "origin", &bare.to_string_lossy()])?;
         git(&work, &["push", "--quiet", "origin", "main"])?;
 
-        let conf = root.join("lighttpd.conf");
-        fs::write(&conf, lighttpd_conf(root, &repos, bind_ip, port))?;
-        let mut cmd = Command::new(lighttpd);
-        cmd.args(["-D", "-f"]).arg(&conf);
-        let logs = LogFiles {
-            raw: root.join("lighttpd.log"),
-            cri: None,
-        };
-        let mut process = ManagedProcess::spawn("git-server", cmd, &logs, state_dir)?;
-        let url = format!(
-            "http://{}/git/fixtures.git",
-            SocketAddrV4::new(bind_ip, port)
-        );
+        let addr = SocketAddrV4::new(bind_ip, port);
+        let listener = TcpListener::bind(addr)
+            .with_context(|| format!("the fixtures git server cannot listen on {addr}"))?;
+        let log = root.join("git-http.log");
+        let server = http::HttpServer::start(listener, &backend, &repos, &log)?;
+        let url = format!("http://{addr}{}/fixtures.git", http::PREFIX);
         wait_for("the git server to answer", Duration::from_secs(20), || {
-            process.ensure_running()?;
+            if !server.is_running() {
+                bail!("the git server stopped");
+            }
             Ok(git(root, &["ls-remote", &url, "main"])
                 .ok()
                 .filter(|o| !o.is_empty()))
         })
-        .with_context(|| {
-            format!(
-                "git server did not come up; see {} and {}",
-                logs.raw.display(),
-                root.join("lighttpd-error.log").display()
-            )
-        })?;
-        Ok((Self { process, port }, FixturesRepo { work, url }))
+        .with_context(|| format!("git server did not come up; see {}", log.display()))?;
+        Ok((Self { server, port }, FixturesRepo { work, url }))
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
+    /// Fails naming its log when the server is no longer serving (its thread ended).
+    pub fn ensure_running(&self) -> Result<()> {
+        if !self.server.is_running() {
+            bail!(
+                "the fixtures git server ({}) stopped; see {}",
+                self.server.addr(),
+                self.server.log_path().display()
+            );
+        }
+        Ok(())
     }
 
+    /// Stops serving; the port is free when this returns.
     pub fn stop(&mut self) {
-        self.process.stop(Duration::from_secs(5));
+        self.server.stop();
     }
-}
-
-fn lighttpd_conf(root: &Path, repos: &Path, bind_ip: Ipv4Addr, port: u16) -> String {
-    let root = root.display();
-    let repos = repos.display();
-    format!(
-        r#"server.modules = ("mod_alias", "mod_cgi", "mod_setenv")
-server.bind = "{bind_ip}"
-server.port = {port}
-server.document-root = "{root}"
-server.errorlog = "{root}/lighttpd-error.log"
-alias.url = ("/git" => "{HTTP_BACKEND}")
-$HTTP["url"] =~ "^/git" {{
-  cgi.assign = ("" => "")
-  setenv.add-environment = ("GIT_PROJECT_ROOT" => "{repos}", "GIT_HTTP_EXPORT_ALL" => "1")
-}}
-"#
-    )
 }
 
 /// `git <args>` in `dir` with a fixed identity; returns trimmed stdout.
@@ -270,5 +251,94 @@ mod tests {
             "start_on(127.0.0.2) must not listen on 127.0.0.1"
         );
         server.stop();
+    }
+
+    #[test]
+    fn concurrent_clones_and_ls_remote_all_see_the_head_and_are_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = dir.path().join("content");
+        fs::create_dir_all(content.join("kubernetes")).unwrap();
+        for i in 0..50 {
+            fs::write(
+                content.join(format!("kubernetes/{i}.yaml")),
+                format!("i: {i}\n"),
+            )
+            .unwrap();
+        }
+        let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
+        let root = dir.path().join("git");
+        let (mut server, repo) = GitServer::start(&root, &content, block.base, dir.path()).unwrap();
+        let head = repo.head().unwrap();
+        let (base, url) = (dir.path(), repo.url());
+        let heads: Vec<String> = std::thread::scope(|s| {
+            let mut threads: Vec<_> = (0..6)
+                .map(|i| {
+                    s.spawn(move || {
+                        let clone = base.join(format!("clone-{i}"));
+                        git(base, &["clone", "--quiet", url, &clone.to_string_lossy()])?;
+                        git(&clone, &["rev-parse", "HEAD"])
+                    })
+                })
+                .collect();
+            threads.push(s.spawn(move || {
+                let out = git(base, &["ls-remote", url, "main"])?;
+                Ok(out
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string())
+            }));
+            threads
+                .into_iter()
+                .map(|t| t.join().unwrap().unwrap())
+                .collect()
+        });
+        assert_eq!(heads, vec![head; 7]);
+        server.stop();
+        let log = fs::read_to_string(root.join("git-http.log")).unwrap();
+        let fetches = log
+            .lines()
+            .filter(|l| l.contains(" POST /git/fixtures.git/git-upload-pack 200 "))
+            .count();
+        assert!(fetches >= 7, "{log}");
+        assert!(!log.contains("error"), "{log}");
+    }
+
+    #[test]
+    fn failed_requests_are_logged_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = dir.path().join("content");
+        fs::create_dir_all(&content).unwrap();
+        fs::write(content.join("a.yaml"), "a: 1\n").unwrap();
+        let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
+        let root = dir.path().join("git");
+        let (mut server, repo) = GitServer::start(&root, &content, block.base, dir.path()).unwrap();
+        let missing = repo.url().replace("fixtures.git", "missing.git");
+        assert!(git(dir.path(), &["ls-remote", &missing]).is_err());
+        let outside = repo.url().replace("/git/fixtures.git", "/elsewhere");
+        assert!(git(dir.path(), &["ls-remote", &outside]).is_err());
+        // Pushing stays refused (`http.receivepack false`).
+        git(repo.work_dir(), &["remote", "add", "served", repo.url()]).unwrap();
+        assert!(git(repo.work_dir(), &["push", "--quiet", "served", "main"]).is_err());
+        server.stop();
+        let log = fs::read_to_string(root.join("git-http.log")).unwrap();
+        let line = |needle: &str| {
+            log.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no `{needle}` in {log}"))
+                .to_string()
+        };
+        let not_found = line("GET /git/missing.git/info/refs?service=git-upload-pack ");
+        assert!(
+            not_found.contains(" 404 ") && not_found.contains("error: "),
+            "{not_found}"
+        );
+        let outside = line("GET /elsewhere/info/refs");
+        assert!(
+            outside.contains(" 404 ") && outside.contains("is not under /git/"),
+            "{outside}"
+        );
+        let push = line("/git/fixtures.git/info/refs?service=git-receive-pack ");
+        assert!(push.contains(" 403 ") && push.contains("error: "), "{push}");
     }
 }

@@ -11,6 +11,7 @@ pub mod flux;
 pub mod gitserver;
 pub mod images;
 pub mod kwok;
+pub mod prerequisites;
 pub mod process;
 pub mod provider;
 pub mod system;

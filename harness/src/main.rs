@@ -154,6 +154,8 @@ fn supervisor_pid(state_dir: &Path) -> Option<u32> {
 }
 
 fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
+    // In seconds, before any build: everything missing at once.
+    harness::prerequisites::check()?;
     let state_dir = options.state_dir.clone();
     let state_dir = state_dir.as_path();
     if let Some(pid) = supervisor_pid(state_dir) {
@@ -335,6 +337,7 @@ fn status(state_dir: &Path) -> Result<()> {
 }
 
 fn images(state_dir: &Path) -> Result<()> {
+    harness::prerequisites::check()?;
     let toolchain = Toolchain::from_env()?;
     // A Docker engine an earlier, killed run of this command started is stopped first.
     process::reap_stale(state_dir);
@@ -349,6 +352,7 @@ fn images(state_dir: &Path) -> Result<()> {
 }
 
 fn toolchain() -> Result<()> {
+    harness::prerequisites::check()?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;
     for tool in Tool::ALL {

@@ -355,11 +355,7 @@ impl Toolchain {
         if missing.is_empty() {
             return Ok(());
         }
-        require_command(
-            "go",
-            "install Go 1.25 or newer (https://go.dev/doc/install) and put `go` on PATH",
-        )?;
-        require_command("git", "install git (apt-get install git)")?;
+        crate::prerequisites::check()?;
         for tool in missing {
             self.build_locked(tool)?;
         }
@@ -667,7 +663,7 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// [`on_path`], else `/usr/sbin` or `/sbin`: Debian installs daemons such as lighttpd there, off
+/// [`on_path`], else `/usr/sbin` or `/sbin`: Debian installs daemons such as dockerd there, off
 /// a user's PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     on_path(name).or_else(|| {
@@ -676,14 +672,6 @@ pub fn which(name: &str) -> Option<PathBuf> {
             .map(|d| Path::new(d).join(name))
             .find(|p| p.is_file())
     })
-}
-
-/// Fails with one line naming the fix when `name` is not on PATH.
-pub fn require_command(name: &str, fix: &str) -> Result<()> {
-    if on_path(name).is_none() {
-        bail!("`{name}` is not on PATH: {fix}");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

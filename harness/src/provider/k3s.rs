@@ -147,8 +147,8 @@ struct K3sRunning {
 /// started is removed again and the error names the diagnostics directory.
 pub fn start(options: &ProviderOptions) -> Result<Environment> {
     // Fail fast, before anything is built or created.
+    crate::prerequisites::check()?;
     require_docker_engine()?;
-    super::require_git_server_tools()?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kubernetes, Tool::Task, Tool::Flux])?;
     let manifest = containers::flux_manifest(&toolchain)?;

@@ -125,14 +125,15 @@ struct KindRunning {
 /// Creates both kind clusters, installs Flux and bootstraps the fixtures; on failure everything
 /// created is deleted again and the error names the diagnostics directory.
 pub fn start(options: &ProviderOptions) -> Result<Environment> {
+    // Fail fast, naming everything missing, before anything is built or created.
+    crate::prerequisites::check()?;
     let source = ImageSource::from_env()?;
     let state_dir = options.state_dir.clone();
     // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign one.
     super::reap_announced(&state_dir);
-    // Fail fast, before anything is built or created: the engine (writes the state directory only
-    // when it starts one), then the git server's tools.
+    // Then the engine, still before anything is built (writes the state directory only when it
+    // starts one).
     let engine = Engine::ensure(&state_dir)?;
-    super::require_git_server_tools()?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kind, Tool::Kubernetes, Tool::Task, Tool::Flux])?;
     let images = match source {

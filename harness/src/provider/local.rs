@@ -1,6 +1,7 @@
 //! The `local` provider: everything as local processes on 127.0.0.1, built from upstream Go modules.
 //! Per cluster: a kwokctl `binary` control plane, the Flux CRDs, the four real controllers, and the
-//! fixtures reconciled Ready from a lighttpd + `git http-backend` server shared by both clusters.
+//! fixtures reconciled Ready from the harness's own Git smart-HTTP server (`gitserver`, in this
+//! process) shared by both clusters.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -59,11 +60,12 @@ struct LocalRunning {
 
 /// Starts both clusters; on failure everything started is stopped and the error names the logs.
 pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
+    // Fail fast, naming everything missing, before anything is built.
+    crate::prerequisites::check()?;
     let started = Instant::now();
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;
     let toolchain_time = started.elapsed();
-    super::require_git_server_tools()?;
 
     let state_dir = options.state_dir.clone();
     super::fresh_state_dir(
@@ -320,11 +322,9 @@ impl Running for LocalRunning {
         paths
     }
 
+    /// The git server is no process of its own (a thread of this one): not listed.
     fn processes(&self) -> Vec<(String, u32)> {
         let mut out = Vec::new();
-        if let Some(git) = self.git.lock().unwrap().as_ref() {
-            out.push(("git-server".to_string(), git.pid()));
-        }
         for c in self.clusters.lock().unwrap().iter() {
             for component in [
                 "etcd",
@@ -343,6 +343,9 @@ impl Running for LocalRunning {
     }
 
     fn health(&self) -> Result<()> {
+        if let Some(git) = self.git.lock().unwrap().as_ref() {
+            git.ensure_running()?;
+        }
         for c in self.clusters.lock().unwrap().iter_mut() {
             c.kwok.ensure_running()?;
             c.flux.ensure_running()?;

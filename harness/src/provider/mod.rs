@@ -86,7 +86,7 @@ impl ProviderOptions {
         }
         std::mem::forget(running);
         anyhow::anyhow!(
-            "{error:#}; kept up for inspection (HARNESS_RETAIN=1): export KUBECONFIG={}, remove it with `HARNESS_STATE_DIR={} cargo run -p harness -- down`",
+            "{error:#}; kept up for inspection (HARNESS_RETAIN=1): export KUBECONFIG={}, remove it with `HARNESS_STATE_DIR={} cargo run -p harness -- down` (the fixtures' Git server is part of this process and stops when it exits)",
             kubeconfig.display(),
             self.state_dir.display()
         )
@@ -212,21 +212,6 @@ pub(crate) fn clear_entries(state_dir: &Path, entries: &[String]) -> Result<()> 
             fs::remove_dir_all(&p)?;
         } else if p.exists() {
             fs::remove_file(&p)?;
-        }
-    }
-    Ok(())
-}
-
-/// The fixtures git server runs `lighttpd` with `git http-backend`: fails in one line naming the
-/// package to install when either is missing (found as the git server finds them:
-/// [`crate::toolchain::which`], so the sbin directories count even when not on PATH).
-pub(crate) fn require_git_server_tools() -> Result<()> {
-    for (cmd, fix) in [
-        ("git", "apt-get install -y git"),
-        ("lighttpd", "apt-get install -y lighttpd"),
-    ] {
-        if crate::toolchain::which(cmd).is_none() {
-            anyhow::bail!("`{cmd}` is not on PATH: {fix}");
         }
     }
     Ok(())
