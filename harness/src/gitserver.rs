@@ -320,6 +320,15 @@ mod tests {
         // Pushing stays refused (`http.receivepack false`).
         git(repo.work_dir(), &["remote", "add", "served", repo.url()]).unwrap();
         assert!(git(repo.work_dir(), &["push", "--quiet", "served", "main"]).is_err());
+        // Not HTTP at all: hyper answers 400 and the connection's failure is logged.
+        {
+            use std::io::{Read, Write};
+            let mut raw = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+            raw.write_all(b"NOT HTTP\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            let _ = raw.read_to_string(&mut answer);
+            assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        }
         server.stop();
         let log = fs::read_to_string(root.join("git-http.log")).unwrap();
         let line = |needle: &str| {
@@ -340,5 +349,6 @@ mod tests {
         );
         let push = line("/git/fixtures.git/info/refs?service=git-receive-pack ");
         assert!(push.contains(" 403 ") && push.contains("error: "), "{push}");
+        line("connection error: ");
     }
 }
