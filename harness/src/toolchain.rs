@@ -726,7 +726,11 @@ mod tests {
     #[case::newest_flux("HARNESS_FLUX_VERSION", Some("newest"), None)]
     #[case::oldest_by_word("HARNESS_FLUX_VERSION", Some("oldest"), None)]
     #[case::newest_by_word("HARNESS_TASK_VERSION", Some("newest-word"), None)]
-    #[case::outside("HARNESS_FLUX_VERSION", Some("v2.0.0"), Some("HARNESS_FLUX_VERSION=v2.0.0 is outside the tested range"))]
+    #[case::outside(
+        "HARNESS_FLUX_VERSION",
+        Some("v2.0.0"),
+        Some("HARNESS_FLUX_VERSION=v2.0.0 is outside the tested range")
+    )]
     fn a_run_picks_an_operator_tool_from_its_tested_range(
         #[case] var: &str,
         #[case] value: Option<&str>,

@@ -596,7 +596,8 @@ fn runs_the_go_task_of_this_run() {
         .expect("task --version");
     let want = tc.versions().get(Tool::Task).trim_start_matches('v');
     assert!(
-        out.split_whitespace().any(|w| w.trim_start_matches('v') == want),
+        out.split_whitespace()
+            .any(|w| w.trim_start_matches('v') == want),
         "task --version printed {out:?}, this run pins {want}"
     );
 }
