@@ -498,12 +498,40 @@ fn without_a_running_docker_engine_a_container_provider_fails_fast_in_one_line_a
     no_process_refers_to(child.scratch.path());
 }
 
-#[test]
-fn kind_without_the_docker_cli_fails_fast_in_one_line_and_creates_nothing() {
+/// A PATH holding only `go` and `git` (links to the real ones): the prerequisites, nothing else.
+fn path_with_go_and_git() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for tool in ["go", "git"] {
+        let real = harness::toolchain::which(tool).unwrap_or_else(|| panic!("{tool} on PATH"));
+        std::os::unix::fs::symlink(real, dir.path().join(tool)).unwrap();
+    }
+    dir
+}
+
+/// Without Go and git every provider fails in seconds, before any build, naming both with their fix.
+#[rstest]
+#[case::local("local")]
+#[case::kind("kind")]
+fn missing_prerequisites_fail_first_all_at_once(#[case] provider: &str) {
     let empty_path = tempfile::tempdir().unwrap();
     let child = start_in_child(&[
-        ("HARNESS_PROVIDER", "kind".as_ref()),
+        ("HARNESS_PROVIDER", provider.as_ref()),
         ("PATH", empty_path.path().as_os_str()),
+    ]);
+    assert_eq!(
+        child.text,
+        "error: missing prerequisites: go (install Go >= 1.25: https://go.dev/doc/install); git (apt-get install git)"
+    );
+    assert!(!child.scratch.path().join("state").exists());
+    no_process_refers_to(child.scratch.path());
+}
+
+#[test]
+fn kind_without_the_docker_cli_fails_fast_in_one_line_and_creates_nothing() {
+    let go_and_git = path_with_go_and_git();
+    let child = start_in_child(&[
+        ("HARNESS_PROVIDER", "kind".as_ref()),
+        ("PATH", go_and_git.path().as_os_str()),
     ]);
     let e = child
         .text
