@@ -112,6 +112,9 @@ pub struct BenchOptions {
     /// Also time the kind provider (images, environment start, teardown) while the local
     /// environment runs; `Some(true)` rebuilds every image from the cached tools first (cold).
     pub kind: Option<bool>,
+    /// Also time environment starts serving this GitOps checkout (`harness up --gitops`), in the
+    /// same run as the fixtures' starts.
+    pub gitops: Option<PathBuf>,
     pub state_dir: PathBuf,
     pub output: PathBuf,
 }
@@ -122,7 +125,23 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     toolchain.ensure_all()?;
     let mut md = header(&toolchain, options)?;
 
-    // 1. environment start, phases, memory, teardown
+    // 1. environment start, phases, memory, teardown; first the --gitops starts, each stopped.
+    let mut gitops_totals = Vec::new();
+    for i in 0..options.gitops.as_ref().map_or(0, |_| options.env_starts) {
+        let gitops = crate::gitops::GitopsOptions {
+            dir: options.gitops.clone(),
+            ..Default::default()
+        };
+        let (started, report) =
+            local::start(&ProviderOptions::new(&options.state_dir).gitops(gitops))?;
+        gitops_totals.push(report.total);
+        drop(started);
+        eprintln!(
+            "bench: environment start {} with --gitops: {:.1}s",
+            i + 1,
+            report.total.as_secs_f64()
+        );
+    }
     let mut totals = Vec::new();
     let mut teardowns = Vec::new();
     let mut phase_rows = String::new();
@@ -173,6 +192,22 @@ pub fn run(options: &BenchOptions) -> Result<String> {
         "| measure | runs | median s | min – max s |\n|---|---|---|---|\n{}",
         start.row()
     );
+    if let Some(dir) = &options.gitops {
+        let _ = writeln!(
+            md,
+            "{}",
+            Sample {
+                label: format!(
+                    "start both clusters serving `--gitops {}` (Ready, or settled)",
+                    dir.strip_prefix(crate::repo_root())
+                        .unwrap_or(dir)
+                        .display()
+                ),
+                runs: gitops_totals,
+            }
+            .row()
+        );
+    }
     if !teardowns.is_empty() {
         let _ = writeln!(
             md,

@@ -1,6 +1,7 @@
 //! The gatus/odoo fixtures: what `fixtures/gitops` deploys on each cluster, how a cluster is pointed
-//! at it (GitRepository + root Kustomization `flux-system`, as `flux bootstrap` would leave them) and
-//! the wait until every fixture is Ready.
+//! at the served repository (GitRepository + root Kustomization `flux-system`, as `flux bootstrap`
+//! would leave them; see [`crate::gitops`]) and the wait until every fixture is Ready — or, for an
+//! operator's own repository, until what can become Ready has, and what is not Ready and why.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 use kube::Client;
 use kube::discovery::ApiResource;
 
+use crate::gitops::Served;
 use crate::{apply, assertions, flux};
 
 /// The clusters every provider creates, with their kubectl context names.
@@ -39,11 +41,11 @@ pub struct FluxObject {
     pub name: &'static str,
 }
 
-const fn ks(cluster: &'static str, name: &'static str) -> FluxObject {
+const fn ks(cluster: &'static str, namespace: &'static str, name: &'static str) -> FluxObject {
     FluxObject {
         cluster,
         kind: Kind::Kustomization,
-        namespace: "flux-system",
+        namespace,
         name,
     }
 }
@@ -57,54 +59,127 @@ const fn hr(cluster: &'static str, namespace: &'static str, name: &'static str) 
     }
 }
 
-/// Every Kustomization and HelmRelease `fixtures/gitops` yields, per cluster.
-pub const EXPECTED: [FluxObject; 10] = [
-    ks("infra", "flux-system"),
-    ks("infra", "gatus"),
-    ks("infra", "echo"),
-    hr("infra", "observability", "gatus"),
-    ks("apps", "flux-system"),
-    ks("apps", "odoo"),
-    ks("apps", "whoami"),
-    ks("apps", "echo"),
-    hr("apps", "business", "odoo"),
-    hr("apps", "business", "whoami"), // uses spec.chartRef
-];
+/// What a scenario acts on, named by its role: every fixture repository has an app for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The story's app: `odoo` on `apps`, a Kustomization and a HelmRelease (AC3, AC4).
+    Odoo,
+    /// `gatus` on `infra`.
+    Gatus,
+    /// An app that is only a Kustomization.
+    KustomizationOnly,
+    /// A second HelmRelease on `apps` (the first layout's uses `spec.chartRef`).
+    SecondRelease,
+}
+
+/// One fixture GitOps repository: the one description every scenario takes names from, so the
+/// same scenarios run on either layout.
+#[derive(Debug)]
+pub struct Layout {
+    /// Directory under the checkout's root.
+    pub dir: &'static str,
+    /// Every Kustomization and HelmRelease it yields that must become Ready.
+    pub objects: &'static [FluxObject],
+    /// What it yields that cannot become Ready here (an unreachable remote chart), on purpose.
+    pub not_ready: &'static [FluxObject],
+    /// `(role, cluster, app name)`.
+    pub apps: [(Role, &'static str, &'static str); 4],
+    /// The file of odoo's HelmRelease, relative to the repository root.
+    pub odoo_helmrelease: &'static str,
+}
+
+/// `fixtures/gitops`: every Kustomization in `flux-system`, HelmReleases in the app's namespace.
+pub const FLUX_SYSTEM_LAYOUT: Layout = Layout {
+    dir: "fixtures/gitops",
+    objects: &[
+        ks("infra", "flux-system", "flux-system"),
+        ks("infra", "flux-system", "gatus"),
+        ks("infra", "flux-system", "echo"),
+        hr("infra", "observability", "gatus"),
+        ks("apps", "flux-system", "flux-system"),
+        ks("apps", "flux-system", "odoo"),
+        ks("apps", "flux-system", "whoami"),
+        ks("apps", "flux-system", "echo"),
+        hr("apps", "business", "odoo"),
+        hr("apps", "business", "whoami"), // uses spec.chartRef
+    ],
+    not_ready: &[],
+    apps: [
+        (Role::Odoo, "apps", "odoo"),
+        (Role::Gatus, "infra", "gatus"),
+        (Role::KustomizationOnly, "infra", "echo"),
+        (Role::SecondRelease, "apps", "whoami"),
+    ],
+    odoo_helmrelease: "kubernetes/apps/business/odoo/app/helmrelease.yaml",
+};
+
+/// `fixtures/gitops-namespaced`: each Kustomization in its app's namespace next to its
+/// HelmRelease (onedr0p's cluster-template layout), entry paths `clusters/<cluster>`, `flux
+/// bootstrap`'s own objects in the repo, a dependsOn chain, substitution, an operator CRD.
+pub const APP_NAMESPACE_LAYOUT: Layout = Layout {
+    dir: "fixtures/gitops-namespaced",
+    objects: &[
+        ks("infra", "flux-system", "flux-system"),
+        ks("infra", "observability", "gatus"),
+        ks("infra", "observability", "remote-dashboard"),
+        hr("infra", "observability", "gatus"),
+        ks("apps", "flux-system", "flux-system"),
+        ks("apps", "volsync-system", "volsync"),
+        ks("apps", "business", "odoo"),
+        ks("apps", "business", "whoami"),
+        hr("apps", "business", "odoo"),
+        hr("apps", "business", "whoami"),
+    ],
+    not_ready: &[hr("infra", "observability", "remote-dashboard")],
+    apps: [
+        (Role::Odoo, "apps", "odoo"),
+        (Role::Gatus, "infra", "gatus"),
+        (Role::KustomizationOnly, "apps", "volsync"),
+        (Role::SecondRelease, "apps", "whoami"),
+    ],
+    odoo_helmrelease: "kubernetes/apps/business/odoo/app/helmrelease.yaml",
+};
+
+/// Every fixture repository the scenarios know.
+pub const LAYOUTS: [&Layout; 2] = [&FLUX_SYSTEM_LAYOUT, &APP_NAMESPACE_LAYOUT];
+
+impl Layout {
+    /// `(cluster, name)` of the app playing `role`.
+    pub fn app(&self, role: Role) -> (&'static str, &'static str) {
+        let (_, cluster, name) = self
+            .apps
+            .iter()
+            .find(|(r, _, _)| *r == role)
+            .expect("every layout names an app for every role");
+        (cluster, name)
+    }
+
+    /// The app's Flux objects (Kustomization first), from [`Layout::objects`].
+    pub fn objects_of(&self, cluster: &str, name: &str) -> Vec<FluxObject> {
+        let mut objects: Vec<FluxObject> = self
+            .objects
+            .iter()
+            .filter(|o| o.cluster == cluster && o.name == name)
+            .copied()
+            .collect();
+        objects.sort_by_key(|o| o.kind != Kind::Kustomization);
+        objects
+    }
+
+    /// The served repository's layout, when it is one of [`LAYOUTS`].
+    pub fn of(served: &Served) -> Option<&'static Layout> {
+        LAYOUTS.into_iter().find(|l| {
+            crate::repo_root()
+                .join(l.dir)
+                .canonicalize()
+                .is_ok_and(|d| d == served.dir)
+        })
+    }
+}
 
 /// Directory whose content becomes the first commit of the served fixtures repository.
 pub fn gitops_dir() -> PathBuf {
     crate::repo_root().join("fixtures").join("gitops")
-}
-
-/// GitRepository and root Kustomization `flux-system` for `cluster`, pointing at `url`.
-/// Long intervals: a new commit reaches the cluster only when someone asks for a reconcile.
-pub fn bootstrap_manifests(cluster: &str, url: &str) -> String {
-    format!(
-        r#"apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata:
-  name: flux-system
-  namespace: flux-system
-spec:
-  interval: 1h
-  url: {url}
-  ref:
-    branch: main
----
-apiVersion: kustomize.toolkit.fluxcd.io/v1
-kind: Kustomization
-metadata:
-  name: flux-system
-  namespace: flux-system
-spec:
-  interval: 1h
-  path: ./kubernetes/clusters/{cluster}
-  prune: true
-  sourceRef:
-    kind: GitRepository
-    name: flux-system
-"#
-    )
 }
 
 /// A kwok node: kwok marks it Ready and runs (simulates) every pod scheduled to it.
@@ -123,16 +198,26 @@ metadata:
     type: kwok
 "#;
 
-/// Points `cluster` at the fixtures repository and waits until every expected object is Ready.
+/// Points `cluster` at the served repository and waits: for the fixtures, until every expected
+/// object is Ready (a failure fails the start); for any other repository, until everything is Ready
+/// or what is not has stopped changing (listed by [`not_ready_table`] afterwards; `--strict` fails).
 /// The GitRepository goes first and must be Ready before the root Kustomization exists: a
 /// Kustomization created before its artifact schedules a retry that fires later, in the middle of
 /// a scenario, and changes the cluster behind its back.
-pub async fn bootstrap(client: &Client, cluster: &str, url: &str, timeout: Duration) -> Result<()> {
-    let manifests = bootstrap_manifests(cluster, url);
-    let (source, root) = manifests
-        .split_once("---\n")
-        .expect("GitRepository, then Kustomization");
-    apply::apply_yaml(client, source)
+pub async fn bootstrap(
+    client: &Client,
+    served: &Served,
+    cluster: &str,
+    url: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let (source, root) = served.root_manifests(cluster, url);
+    if let Some(secret) = served.sops_secret() {
+        apply::apply_yaml(client, &secret)
+            .await
+            .context("creating the SOPS decryption Secret flux-system/sops-age")?;
+    }
+    apply::apply_yaml(client, &source)
         .await
         .context("creating GitRepository flux-system")?;
     assertions::wait_ready(
@@ -143,17 +228,154 @@ pub async fn bootstrap(client: &Client, cluster: &str, url: &str, timeout: Durat
         timeout,
     )
     .await
-    .with_context(|| format!("the fixtures repository {url} did not become Ready on {cluster}"))?;
-    apply::apply_yaml(client, root)
+    .with_context(|| format!("the served repository {url} did not become Ready on {cluster}"))?;
+    apply::apply_yaml(client, &root)
         .await
         .context("creating Kustomization flux-system")?;
-    wait_all_ready(client, cluster, timeout).await
+    let deadline = tokio::time::Instant::now() + timeout;
+    if let Some(layout) = Layout::of(served) {
+        wait_all_ready(client, layout, cluster, timeout).await?;
+    }
+    let left = settle(
+        client,
+        deadline.saturating_duration_since(tokio::time::Instant::now()),
+    )
+    .await?;
+    anyhow::ensure!(
+        !served.strict || left.is_empty(),
+        "not Ready on {cluster} (--strict): {}",
+        left.iter()
+            .map(|r| format!("{} {}/{}: {}", r.kind, r.namespace, r.name, r.why))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    Ok(())
 }
 
-/// Waits (all within `timeout`) for every fixture object of `cluster` to be Ready.
-pub async fn wait_all_ready(client: &Client, cluster: &str, timeout: Duration) -> Result<()> {
+/// A Flux object that is not Ready, and why (its Ready condition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `False`, `Unknown` or `missing` (no Ready condition yet).
+    pub status: String,
+    pub why: String,
+}
+
+/// Every Flux object of the cluster that is not Ready (sources, Kustomizations, HelmReleases).
+pub async fn not_ready(client: &Client) -> Result<Vec<NotReady>> {
+    let mut out = Vec::new();
+    for resource in [
+        flux::gitrepositories(),
+        flux::ocirepositories(),
+        flux::helmrepositories(),
+        flux::helmcharts(),
+        flux::kustomizations(),
+        flux::helmreleases(),
+    ] {
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::all_with(client.clone(), &resource);
+        let list = match api.list(&Default::default()).await {
+            Ok(list) => list,
+            // A source kind this cluster's Flux does not serve.
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for obj in list {
+            if assertions::is_ready(&obj) || assertions::is_suspended(&obj) {
+                continue;
+            }
+            let ready = assertions::condition(&obj, "Ready");
+            out.push(NotReady {
+                kind: resource.kind.clone(),
+                namespace: obj.metadata.namespace.clone().unwrap_or_default(),
+                name: obj.metadata.name.clone().unwrap_or_default(),
+                status: ready
+                    .as_ref()
+                    .map_or_else(|| "missing".to_string(), |c| c.status.clone()),
+                why: ready.map_or_else(String::new, |c| {
+                    format!("{}: {}", c.reason, c.message.replace('\n', " "))
+                }),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until nothing is left not Ready, or until what is left has stayed the same for a while
+/// (20 s when all of it failed, Ready=False; 60 s while something is still in progress); at most
+/// `timeout`. Returns what is left.
+async fn settle(client: &Client, timeout: Duration) -> Result<Vec<NotReady>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    for obj in EXPECTED.iter().filter(|o| o.cluster == cluster) {
+    let mut last = not_ready(client).await?;
+    let mut since = tokio::time::Instant::now();
+    loop {
+        if last.is_empty() {
+            return Ok(last);
+        }
+        let now = tokio::time::Instant::now();
+        let quiet = if last.iter().all(|r| r.status == "False") {
+            Duration::from_secs(20)
+        } else {
+            Duration::from_secs(60)
+        };
+        if now - since >= quiet || now >= deadline {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let current = not_ready(client).await?;
+        if current != last {
+            last = current;
+            since = tokio::time::Instant::now();
+        }
+    }
+}
+
+/// What is not Ready on each cluster, as an aligned table for the end of `harness up`.
+pub fn not_ready_table(rows: &[(String, NotReady)]) -> String {
+    let mut cells = vec![["CLUSTER", "KIND", "NAMESPACE/NAME", "READY", "WHY"].map(String::from)];
+    for (cluster, r) in rows {
+        let mut why = r.why.clone();
+        if why.chars().count() > 160 {
+            why = why.chars().take(157).collect::<String>() + "...";
+        }
+        cells.push([
+            cluster.clone(),
+            r.kind.clone(),
+            format!("{}/{}", r.namespace, r.name),
+            r.status.clone(),
+            why,
+        ]);
+    }
+    let width = |i: usize| {
+        cells
+            .iter()
+            .map(|c| c[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..4).map(width).collect();
+    let mut table = String::new();
+    for c in &cells {
+        for (i, w) in widths.iter().enumerate() {
+            table.push_str(&format!("{:<w$}  ", c[i]));
+        }
+        table.push_str(&c[4]);
+        table.push('\n');
+    }
+    table
+}
+
+/// Waits (all within `timeout`) for every object `layout` yields on `cluster` to be Ready.
+pub async fn wait_all_ready(
+    client: &Client,
+    layout: &Layout,
+    cluster: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for obj in layout.objects.iter().filter(|o| o.cluster == cluster) {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         assertions::wait_ready(client, &obj.kind.resource(), obj.namespace, obj.name, left)
             .await

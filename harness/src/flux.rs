@@ -59,6 +59,20 @@ pub fn gitrepositories() -> ApiResource {
     )
 }
 
+pub fn helmrepositories() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "HelmRepository"),
+        "helmrepositories",
+    )
+}
+
+pub fn ocirepositories() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "OCIRepository"),
+        "ocirepositories",
+    )
+}
+
 pub fn helmcharts() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("source.toolkit.fluxcd.io", "v1", "HelmChart"),

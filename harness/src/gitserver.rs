@@ -178,12 +178,20 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(text)
 }
 
+/// The working tree of `from` (uncommitted edits included, its own `.git` left out; symlinks stay
+/// symlinks, as git stores them).
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
+        if entry.file_name() == ".git" {
+            continue;
+        }
         let dest = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, dest)?;
+        } else if kind.is_dir() {
             copy_dir(&entry.path(), &dest)?;
         } else {
             fs::copy(entry.path(), dest)?;

@@ -8,6 +8,7 @@ pub mod diagnostics;
 pub mod engine;
 pub mod fixtures;
 pub mod flux;
+pub mod gitops;
 pub mod gitserver;
 pub mod images;
 pub mod kwok;

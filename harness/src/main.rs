@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use harness::fixtures;
+use harness::gitops::GitopsOptions;
 use harness::process;
-use harness::provider::ProviderKind;
-use harness::provider::ProviderOptions;
 use harness::provider::local;
+use harness::provider::{Environment, ProviderKind, ProviderOptions};
 use harness::toolchain::{Tool, Toolchain};
 
 #[derive(Parser)]
@@ -47,6 +48,21 @@ enum Command {
         /// Keep the environment up when its start fails, saying how to reach it.
         #[arg(long, env = "HARNESS_RETAIN", value_parser = parse_flag)]
         retain: bool,
+        /// Serve this GitOps checkout (its working tree, uncommitted edits included) instead of
+        /// fixtures/gitops, to reproduce a task bug with your own cluster's objects.
+        #[arg(long, env = "HARNESS_GITOPS_DIR", value_name = "DIR")]
+        gitops: Option<PathBuf>,
+        /// A cluster's entry path in the --gitops checkout, e.g. apps=kubernetes/apps-cluster
+        /// (repeatable); without it the known layouts are looked up.
+        #[arg(long, value_name = "CLUSTER=PATH", value_parser = parse_cluster_path)]
+        cluster_path: Vec<(String, String)>,
+        /// Fail the start when anything of the --gitops repository is not Ready (default: list it
+        /// at the end and stay up).
+        #[arg(long)]
+        strict: bool,
+        /// The age key Flux decrypts the repository's SOPS secrets with (Secret flux-system/sops-age).
+        #[arg(long, value_name = "FILE")]
+        sops_age_key: Option<PathBuf>,
     },
     /// Stop the environment started by `up` (and anything a crashed run left behind).
     Down,
@@ -77,6 +93,9 @@ enum Command {
         /// With --kind: remove every locally built image first and time the cold image build.
         #[arg(long, requires = "kind")]
         kind_cold: bool,
+        /// Also time environment starts serving this GitOps checkout, in the same run.
+        #[arg(long, value_name = "DIR")]
+        gitops: Option<PathBuf>,
         /// Where the markdown report goes.
         #[arg(long, default_value_os_t = harness::bench::default_output())]
         output: PathBuf,
@@ -89,6 +108,17 @@ fn parse_flag(s: &str) -> Result<bool, String> {
         "1" | "true" => Ok(true),
         "0" | "false" | "" => Ok(false),
         _ => Err(format!("`{s}` is not 1/true or 0/false")),
+    }
+}
+
+fn parse_cluster_path(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((cluster, path)) if !cluster.is_empty() && !path.is_empty() => {
+            Ok((cluster.to_string(), path.to_string()))
+        }
+        _ => Err(format!(
+            "`{s}` is not CLUSTER=PATH, e.g. apps=kubernetes/clusters/apps"
+        )),
     }
 }
 
@@ -107,13 +137,23 @@ fn main() {
             ready_timeout,
             create_timeout,
             retain,
+            gitops,
+            cluster_path,
+            strict,
+            sops_age_key,
         } => up(
             provider,
             ProviderOptions::new(&cli.state_dir)
                 .port_base(port_base)
                 .ready_timeout(ready_timeout)
                 .create_timeout(create_timeout)
-                .retain(retain),
+                .retain(retain)
+                .gitops(GitopsOptions {
+                    dir: gitops,
+                    cluster_paths: cluster_path.into_iter().collect(),
+                    strict,
+                    sops_age_key,
+                }),
         ),
         Command::Down => down(&cli.state_dir),
         Command::Status => status(&cli.state_dir),
@@ -126,6 +166,7 @@ fn main() {
             no_suite,
             kind,
             kind_cold,
+            gitops,
             output,
         } => harness::bench::run(&harness::bench::BenchOptions {
             env_starts,
@@ -133,6 +174,7 @@ fn main() {
             scale,
             suite: !no_suite,
             kind: kind.then_some(kind_cold),
+            gitops: gitops.map(|d| d.canonicalize().unwrap_or(d)),
             state_dir: harness::bench::default_state_dir(),
             output,
         })
@@ -154,8 +196,9 @@ fn supervisor_pid(state_dir: &Path) -> Option<u32> {
 }
 
 fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
-    // In seconds, before any build: everything missing at once.
+    // In seconds, before any build: everything missing at once; then what was asked to be served.
     harness::prerequisites::check()?;
+    options.gitops.resolve()?;
     let state_dir = options.state_dir.clone();
     let state_dir = state_dir.as_path();
     if let Some(pid) = supervisor_pid(state_dir) {
@@ -203,15 +246,32 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
             return Err(e);
         }
     };
+    let not_ready = rt.block_on(not_ready_everywhere(&env))?;
+    let what = match &env.served {
+        Some(served) if !served.is_fixtures => format!("{}", served.dir.display()),
+        _ => "the fixtures".to_string(),
+    };
+    let ready = if not_ready.is_empty() {
+        "all Ready"
+    } else {
+        "NOT all Ready (below)"
+    };
     println!(
-        "harness: infra and apps ({provider:?}) are up with Flux and the fixtures Ready in {took:.0?}"
+        "harness: infra and apps ({provider:?}) are up with Flux and {what}, {ready}, in {took:.0?}"
     );
     if let Ok(fixtures) = env.fixtures() {
         println!(
-            "  fixtures repo: {} (checkout: {})",
+            "  served repo: {} (checkout: {})",
             fixtures.url(),
             fixtures.work_dir().display()
         );
+    }
+    for line in env.served.iter().flat_map(|s| s.describe()) {
+        println!("  entry path of {line}");
+    }
+    if !not_ready.is_empty() {
+        println!("Not Ready (the environment stays up; `--strict` fails instead):");
+        print!("{}", fixtures::not_ready_table(&not_ready));
     }
     println!("  logs: {}", state_dir.display());
     println!("Use it from another shell:");
@@ -249,6 +309,18 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
     env.stop();
     let _ = fs::remove_file(state_dir.join("supervisor.pid"));
     outcome
+}
+
+/// What is not Ready on each cluster now.
+async fn not_ready_everywhere(env: &Environment) -> Result<Vec<(String, fixtures::NotReady)>> {
+    let mut rows = Vec::new();
+    for cluster in env.clusters() {
+        let client = env.client(&cluster).await?;
+        for row in fixtures::not_ready(&client).await? {
+            rows.push((cluster.clone(), row));
+        }
+    }
+    Ok(rows)
 }
 
 fn operator_path(toolchain: &Toolchain) -> String {

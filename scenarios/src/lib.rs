@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use harness::fixtures::{FLUX_SYSTEM_LAYOUT, Layout};
 use harness::provider::{Environment, ProviderKind, ProviderOptions};
 
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
@@ -48,6 +49,20 @@ pub fn env() -> &'static Environment {
     match started {
         Ok(env) => env,
         Err(e) => panic!("the environment did not start: {e}"),
+    }
+}
+
+/// The fixture repository the environment serves (`HARNESS_GITOPS_DIR` picks the second layout;
+/// existing clusters are expected to run the first): scenarios take every name from it.
+pub fn layout(env: &Environment) -> anyhow::Result<&'static Layout> {
+    match &env.served {
+        None => Ok(&FLUX_SYSTEM_LAYOUT),
+        Some(served) => Layout::of(served).ok_or_else(|| {
+            anyhow::anyhow!(
+                "the environment serves {}, which no scenario knows: HARNESS_GITOPS_DIR must be fixtures/gitops or fixtures/gitops-namespaced",
+                served.dir.display()
+            )
+        }),
     }
 }
 

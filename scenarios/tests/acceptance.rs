@@ -5,40 +5,37 @@
 use harness::assertions::{
     self, flux_fingerprint, is_ready, is_suspended, last_handled_reconcile_at, requested_at,
 };
-use harness::fixtures::Kind;
+use harness::fixtures::{FluxObject, Kind, Role};
+use harness::provider::Environment;
 use rstest::rstest;
-use scenarios::{SETTLE, exclusive, ok, scenario, writing};
+use scenarios::{SETTLE, exclusive, layout, ok, scenario, writing};
 
-/// A fixture app: its cluster, its Kustomization (in flux-system) and its HelmRelease, if any.
-#[derive(Debug, Clone, Copy)]
+/// A fixture app: the role's app in the served layout, with its Flux objects from that layout's
+/// description (Kustomization first).
+#[derive(Debug, Clone)]
 struct App {
     cluster: &'static str,
     name: &'static str,
-    helm_release_ns: Option<&'static str>,
+    objects: Vec<FluxObject>,
 }
 
-const ODOO: App = App {
-    cluster: "apps",
-    name: "odoo",
-    helm_release_ns: Some("business"),
-};
-const GATUS: App = App {
-    cluster: "infra",
-    name: "gatus",
-    helm_release_ns: Some("observability"),
-};
-const ECHO_ONLY_KUSTOMIZATION: App = App {
-    cluster: "infra",
-    name: "echo",
-    helm_release_ns: None,
-};
-const WHOAMI_CHART_REF: App = App {
-    cluster: "apps",
-    name: "whoami",
-    helm_release_ns: Some("business"),
-};
-
 impl App {
+    fn of(env: &Environment, role: Role) -> anyhow::Result<Self> {
+        let layout = layout(env)?;
+        let (cluster, name) = layout.app(role);
+        let objects = layout.objects_of(cluster, name);
+        anyhow::ensure!(
+            !objects.is_empty(),
+            "{} lists no object of {name}",
+            layout.dir
+        );
+        Ok(Self {
+            cluster,
+            name,
+            objects,
+        })
+    }
+
     fn other_cluster(&self) -> &'static str {
         if self.cluster == "apps" {
             "infra"
@@ -46,99 +43,95 @@ impl App {
             "apps"
         }
     }
-
-    /// `(kind, namespace)` of every Flux object named after the app.
-    fn objects(&self) -> Vec<(Kind, &'static str)> {
-        let mut objects = vec![(Kind::Kustomization, "flux-system")];
-        objects.extend(self.helm_release_ns.map(|ns| (Kind::HelmRelease, ns)));
-        objects
-    }
 }
 
 /// AC3: suspend acts on the app's HelmRelease in its own namespace (and its Kustomization), nothing
 /// on the other cluster changes; resume brings it back to Ready.
 #[rstest]
-#[case::ac3_odoo_on_apps(ODOO)]
-#[case::gatus_on_infra(GATUS)]
-#[case::kustomization_only_app(ECHO_ONLY_KUSTOMIZATION)]
-#[case::chart_ref_helm_release(WHOAMI_CHART_REF)]
+#[case::ac3_odoo_on_apps(Role::Odoo)]
+#[case::gatus_on_infra(Role::Gatus)]
+#[case::kustomization_only_app(Role::KustomizationOnly)]
+#[case::second_helm_release(Role::SecondRelease)]
 #[tokio::test]
-async fn suspend_then_resume(#[case] app: App) {
-    scenario(
-        &format!("suspend-resume-{}-{}", app.cluster, app.name),
-        |env| async move {
-            let _writing = writing().await;
-            let _app = exclusive(app.name).await;
-            let client = env.client(app.cluster).await?;
-            let other = env.client(app.other_cluster()).await?;
-            // Objects with the app's name on the other cluster (echo exists on both) must not change.
-            let other_before = flux_fingerprint(&other, Some(app.name)).await?;
+async fn suspend_then_resume(#[case] role: Role) {
+    scenario(&format!("suspend-resume-{role:?}"), |env| async move {
+        let app = App::of(env, role)?;
+        let _writing = writing().await;
+        let _app = exclusive(app.name).await;
+        let client = env.client(app.cluster).await?;
+        let other = env.client(app.other_cluster()).await?;
+        // Objects with the app's name on the other cluster (echo exists on both) must not change.
+        let other_before = flux_fingerprint(&other, Some(app.name)).await?;
 
-            let out = env.task().run(&[
-                "flux:suspend",
-                &format!("APP={}", app.name),
-                &format!("CLUSTER={}", app.cluster),
-            ])?;
-            ok(&out)?;
-            for (kind, ns) in app.objects() {
-                let obj = assertions::get(&client, &kind.resource(), ns, app.name).await?;
-                anyhow::ensure!(
-                    is_suspended(&obj),
-                    "{kind:?} {ns}/{} not suspended after:\n{}",
-                    app.name,
-                    out.transcript()
-                );
-            }
+        let out = env.task().run(&[
+            "flux:suspend",
+            &format!("APP={}", app.name),
+            &format!("CLUSTER={}", app.cluster),
+        ])?;
+        ok(&out)?;
+        for o in &app.objects {
+            let obj = assertions::get(&client, &o.kind.resource(), o.namespace, app.name).await?;
             anyhow::ensure!(
-                flux_fingerprint(&other, Some(app.name)).await? == other_before,
-                "suspend on {} changed Flux objects on {}",
-                app.cluster,
-                app.other_cluster()
+                is_suspended(&obj),
+                "{:?} {}/{} not suspended after:\n{}",
+                o.kind,
+                o.namespace,
+                app.name,
+                out.transcript()
             );
+        }
+        anyhow::ensure!(
+            flux_fingerprint(&other, Some(app.name)).await? == other_before,
+            "suspend on {} changed Flux objects on {}",
+            app.cluster,
+            app.other_cluster()
+        );
 
-            let out = env.task().run(&[
-                "flux:resume",
-                &format!("APP={}", app.name),
-                &format!("CLUSTER={}", app.cluster),
-            ])?;
-            ok(&out)?;
-            for (kind, ns) in app.objects() {
-                assertions::wait_resumed(&client, &kind.resource(), ns, app.name, SETTLE).await?;
-            }
-            anyhow::ensure!(
-                flux_fingerprint(&other, Some(app.name)).await? == other_before,
-                "resume on {} changed Flux objects on {}",
-                app.cluster,
-                app.other_cluster()
-            );
-            Ok(())
-        },
-    )
+        let out = env.task().run(&[
+            "flux:resume",
+            &format!("APP={}", app.name),
+            &format!("CLUSTER={}", app.cluster),
+        ])?;
+        ok(&out)?;
+        for o in &app.objects {
+            assertions::wait_resumed(&client, &o.kind.resource(), o.namespace, app.name, SETTLE)
+                .await?;
+        }
+        anyhow::ensure!(
+            flux_fingerprint(&other, Some(app.name)).await? == other_before,
+            "resume on {} changed Flux objects on {}",
+            app.cluster,
+            app.other_cluster()
+        );
+        Ok(())
+    })
     .await;
 }
 
 /// AC4: reconcile sets a new `reconcile.fluxcd.io/requestedAt` token on the app's objects and the
 /// controllers handle exactly that token (`status.lastHandledReconcileAt`) before the task returns.
 #[rstest]
-#[case::ac4_odoo_on_apps(ODOO)]
-#[case::gatus_on_infra(GATUS)]
-#[case::kustomization_only_app(ECHO_ONLY_KUSTOMIZATION)]
-#[case::chart_ref_helm_release(WHOAMI_CHART_REF)]
+#[case::ac4_odoo_on_apps(Role::Odoo)]
+#[case::gatus_on_infra(Role::Gatus)]
+#[case::kustomization_only_app(Role::KustomizationOnly)]
+#[case::second_helm_release(Role::SecondRelease)]
 #[tokio::test]
-async fn reconcile_is_handled_now(#[case] app: App) {
-    scenario(&format!("reconcile-{}-{}", app.cluster, app.name), |env| async move {
+async fn reconcile_is_handled_now(#[case] role: Role) {
+    scenario(&format!("reconcile-{role:?}"), |env| async move {
+        let app = App::of(env, role)?;
         let _writing = writing().await;
         let _app = exclusive(app.name).await;
         let client = env.client(app.cluster).await?;
         let mut before = Vec::new();
-        for (kind, ns) in app.objects() {
-            let obj = assertions::get(&client, &kind.resource(), ns, app.name).await?;
+        for o in &app.objects {
+            let obj = assertions::get(&client, &o.kind.resource(), o.namespace, app.name).await?;
             before.push(last_handled_reconcile_at(&obj));
         }
 
         let out = env.task().run(&["flux:reconcile", &format!("APP={}", app.name), &format!("CLUSTER={}", app.cluster)])?;
         ok(&out)?;
-        for ((kind, ns), previous) in app.objects().into_iter().zip(before) {
+        for (o, previous) in app.objects.iter().zip(before) {
+            let (kind, ns) = (o.kind, o.namespace);
             let obj = assertions::get(&client, &kind.resource(), ns, app.name).await?;
             let token = requested_at(&obj);
             anyhow::ensure!(token.is_some() && token != previous, "{kind:?} {ns}/{}: no new reconcile request ({token:?})", app.name);
@@ -164,7 +157,7 @@ async fn reconcile_applies_a_new_commit_without_waiting_for_the_interval() {
         let _writing = writing().await;
         let _app = exclusive("odoo").await;
         let client = env.client("apps").await?;
-        let path = "kubernetes/apps/business/odoo/app/helmrelease.yaml";
+        let path = layout(env)?.odoo_helmrelease;
         let current = std::fs::read_to_string(env.fixtures()?.work_dir().join(path))?;
         let workers = format!("workers: {}", 3 + (std::process::id() % 90));
         let changed = current

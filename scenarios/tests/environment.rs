@@ -2,10 +2,10 @@
 //! Ready, controller logs reachable through `flux logs`.
 
 use harness::assertions;
-use harness::fixtures::{EXPECTED, Kind};
+use harness::fixtures::Kind;
 use harness::toolchain::Tool;
 use rstest::rstest;
-use scenarios::scenario;
+use scenarios::{layout, scenario};
 
 /// Runs the pinned flux CLI against one context of the environment.
 fn flux(
@@ -62,7 +62,12 @@ async fn flux_check_passes(#[case] cluster: &str) {
 async fn every_fixture_is_ready(#[case] cluster: &str) {
     scenario(&format!("fixtures-ready-{cluster}"), |env| async move {
         let client = env.client(cluster).await?;
-        let expected: Vec<_> = EXPECTED.iter().filter(|o| o.cluster == cluster).collect();
+        let layout = layout(env)?;
+        let expected: Vec<_> = layout
+            .objects
+            .iter()
+            .filter(|o| o.cluster == cluster)
+            .collect();
         anyhow::ensure!(
             expected.iter().any(|o| o.kind == Kind::HelmRelease),
             "no HelmRelease expected on {cluster}"
@@ -116,6 +121,46 @@ async fn flux_logs_serve_the_real_controller_lines(#[case] cluster: &str, #[case
             text.lines()
                 .any(|l| l.contains(&format!("HelmRelease/{app}"))),
             "no helm-controller line for {app} on {cluster}:\n{text}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+/// What cannot reconcile here (the second layout's unreachable remote chart) did not fail the
+/// start: it is exactly what `harness up`'s closing table lists (`fixtures::not_ready`), with why.
+/// On the first layout that table is empty.
+#[rstest]
+#[case::infra("infra")]
+#[case::apps("apps")]
+#[tokio::test]
+async fn only_what_cannot_reconcile_here_is_not_ready(#[case] cluster: &str) {
+    scenario(&format!("not-ready-{cluster}"), |env| async move {
+        let client = env.client(cluster).await?;
+        let listed: Vec<(String, String, String)> = harness::fixtures::not_ready(&client)
+            .await?
+            .into_iter()
+            .filter(|r| r.kind == "Kustomization" || r.kind == "HelmRelease")
+            .map(|r| {
+                anyhow::ensure!(!r.why.is_empty(), "{r:?} says no reason");
+                Ok((r.kind, r.namespace, r.name))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let expected: Vec<(String, String, String)> = layout(env)?
+            .not_ready
+            .iter()
+            .filter(|o| o.cluster == cluster)
+            .map(|o| {
+                (
+                    format!("{:?}", o.kind),
+                    o.namespace.to_string(),
+                    o.name.to_string(),
+                )
+            })
+            .collect();
+        anyhow::ensure!(
+            listed == expected,
+            "not Ready on {cluster}: {listed:?}, expected {expected:?}"
         );
         Ok(())
     })

@@ -14,7 +14,7 @@ use anyhow::Context;
 use harness::assertions::{
     self, flux_fingerprint, is_ready, is_suspended, last_handled_reconcile_at,
 };
-use harness::fixtures::Kind;
+use harness::fixtures::{Kind, Role};
 use harness::provider::Environment;
 use harness::task_runner::TaskOutput;
 use k8s_openapi::api::core::v1::Namespace;
@@ -22,7 +22,7 @@ use kube::api::{DeleteParams, DynamicObject, ListParams};
 use kube::discovery::ApiResource;
 use kube::{Api, Client};
 use rstest::rstest;
-use scenarios::{SETTLE, alone, exclusive, ok, scenario, writing};
+use scenarios::{SETTLE, alone, exclusive, layout, ok, scenario, writing};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -322,8 +322,9 @@ fn alive(pid: u32) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 /// `NAMESPACE=business` without APP suspends every Kustomization/HelmRelease there (the
-/// HelmReleases odoo and whoami) and nothing outside it (the Kustomizations odoo/whoami live in
-/// flux-system); resume brings them back to Ready.
+/// HelmReleases odoo and whoami, and in the app-namespace layout their Kustomizations) and nothing
+/// outside it (in the first layout the Kustomizations odoo/whoami live in flux-system); resume
+/// brings them back to Ready.
 #[tokio::test]
 async fn namespace_wide_suspend_and_resume() {
     scenario("namespace-suspend-resume-business", |env| async move {
@@ -1340,24 +1341,19 @@ async fn cluster_isolation_ignores_the_current_context() {
     .await;
 }
 
-/// Suspending a suspended app and resuming a resumed one succeed and leave the same state.
+/// Suspending a suspended app and resuming a resumed one succeed and leave the same state (the
+/// app's objects from the served layout's description).
 #[rstest]
-#[case::gatus_infra("infra", "gatus", "observability")]
-#[case::whoami_apps("apps", "whoami", "business")]
+#[case::gatus_infra(Role::Gatus)]
+#[case::second_release_apps(Role::SecondRelease)]
 #[tokio::test]
-async fn suspend_and_resume_are_idempotent(
-    #[case] cluster: &str,
-    #[case] app: &str,
-    #[case] hr_ns: &str,
-) {
-    scenario(&format!("idempotent-{cluster}-{app}"), |env| async move {
+async fn suspend_and_resume_are_idempotent(#[case] role: Role) {
+    scenario(&format!("idempotent-{role:?}"), |env| async move {
+        let (cluster, app) = layout(env)?.app(role);
+        let objects = layout(env)?.objects_of(cluster, app);
         let _writing = writing().await;
         let _app = exclusive(app).await;
         let client = env.client(cluster).await?;
-        let objects = [
-            (Kind::Kustomization, "flux-system"),
-            (Kind::HelmRelease, hr_ns),
-        ];
         let vars = [format!("APP={app}"), format!("CLUSTER={cluster}")];
         for round in 1..=2 {
             let out = env.task().run(&["flux:suspend", &vars[0], &vars[1]])?;
@@ -1366,11 +1362,13 @@ async fn suspend_and_resume_are_idempotent(
                 "suspend #{round} failed:\n{}",
                 out.transcript()
             );
-            for (kind, ns) in objects {
-                let obj = assertions::get(&client, &kind.resource(), ns, app).await?;
+            for o in &objects {
+                let obj = assertions::get(&client, &o.kind.resource(), o.namespace, app).await?;
                 anyhow::ensure!(
                     is_suspended(&obj),
-                    "{kind:?} {ns}/{app} not suspended after suspend #{round}"
+                    "{:?} {}/{app} not suspended after suspend #{round}",
+                    o.kind,
+                    o.namespace
                 );
             }
         }
@@ -1381,8 +1379,8 @@ async fn suspend_and_resume_are_idempotent(
                 "resume #{round} failed:\n{}",
                 out.transcript()
             );
-            for (kind, ns) in objects {
-                assertions::wait_resumed(&client, &kind.resource(), ns, app, SETTLE)
+            for o in &objects {
+                assertions::wait_resumed(&client, &o.kind.resource(), o.namespace, app, SETTLE)
                     .await
                     .with_context(|| format!("after resume #{round}"))?;
             }

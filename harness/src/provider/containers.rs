@@ -257,6 +257,7 @@ impl Common {
         manifest: &str,
         options: &ProviderOptions,
     ) -> Result<FixturesRepo> {
+        let served = &options.gitops.resolve()?;
         for cluster in CLUSTERS {
             self.kubectl.wait_nodes_ready(cluster)?;
         }
@@ -264,7 +265,7 @@ impl Common {
         let (git, repo) = GitServer::start_on(
             gateway,
             &self.state_dir.join("git"),
-            &fixtures::gitops_dir(),
+            &served.dir,
             port.base,
             &self.state_dir,
         )
@@ -285,6 +286,7 @@ impl Common {
             let client = rt.block_on(apply::client_for(&self.kubectl.kubeconfig, cluster))?;
             rt.block_on(fixtures::bootstrap(
                 &client,
+                served,
                 cluster,
                 repo.url(),
                 options.ready_timeout,
@@ -349,6 +351,7 @@ impl Common {
             kubeconfig: c.kubectl.kubeconfig.clone(),
             state_dir: c.state_dir.clone(),
             fixtures: Some(fixtures),
+            served: Some(options.gitops.resolve()?),
             toolchain,
             retain: options.retain,
             running: Box::new(running),

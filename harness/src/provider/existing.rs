@@ -62,6 +62,7 @@ pub fn start(kubeconfig: PathBuf) -> Result<Environment> {
             .join("harness")
             .join("existing"),
         fixtures: None,
+        served: None,
         toolchain,
         running: Box::new(ExistingClusters),
     })

@@ -148,6 +148,8 @@ struct K3sRunning {
 pub fn start(options: &ProviderOptions) -> Result<Environment> {
     // Fail fast, before anything is built or created.
     crate::prerequisites::check()?;
+    // A wrong --gitops / --cluster-path / --sops-age-key fails here, before anything starts.
+    options.gitops.resolve()?;
     require_docker_engine()?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kubernetes, Tool::Task, Tool::Flux])?;

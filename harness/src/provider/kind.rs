@@ -127,6 +127,8 @@ struct KindRunning {
 pub fn start(options: &ProviderOptions) -> Result<Environment> {
     // Fail fast, naming everything missing, before anything is built or created.
     crate::prerequisites::check()?;
+    // A wrong --gitops / --cluster-path / --sops-age-key fails here, before anything starts.
+    options.gitops.resolve()?;
     let source = ImageSource::from_env()?;
     let state_dir = options.state_dir.clone();
     // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign one.

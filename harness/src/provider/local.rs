@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use super::{Environment, Faults, ProviderOptions, Running};
 use crate::fixtures::{self, CLUSTERS};
 use crate::flux::{self, FluxControllers};
+use crate::gitops::Served;
 use crate::gitserver::GitServer;
 use crate::kwok::{self, ClusterPorts, KwokCluster};
 use crate::process::{self, PortBlock};
@@ -62,6 +63,7 @@ struct LocalRunning {
 pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
     // Fail fast, naming everything missing, before anything is built.
     crate::prerequisites::check()?;
+    let served = options.gitops.resolve()?;
     let started = Instant::now();
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;
@@ -93,12 +95,8 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         ports,
     };
     let result = (|| -> Result<(PathBuf, crate::gitserver::FixturesRepo, StartReport)> {
-        let (git, fixtures_repo) = GitServer::start(
-            &state_dir.join("git"),
-            &fixtures::gitops_dir(),
-            base,
-            &state_dir,
-        )?;
+        let (git, fixtures_repo) =
+            GitServer::start(&state_dir.join("git"), &served.dir, base, &state_dir)?;
         let url = fixtures_repo.url().to_string();
         *running.git.lock().unwrap() = Some(git);
 
@@ -112,11 +110,15 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
                     let ports = ClusterPorts {
                         base: base + 1 + i as u16 * ClusterPorts::LEN,
                     };
-                    let (toolchain, state_dir, url) = (&toolchain, &state_dir, &url);
+                    let (toolchain, state_dir) = (&toolchain, &state_dir);
+                    let repo = ServedAt {
+                        served: &served,
+                        url: &url,
+                    };
                     let kept = &running.clusters;
                     s.spawn(move || {
                         let t = Instant::now();
-                        start_cluster(toolchain, name, ports, state_dir, url, options, kept)
+                        start_cluster(toolchain, name, ports, state_dir, repo, options, kept)
                             .map(|c| (c, t.elapsed()))
                     })
                 })
@@ -173,6 +175,7 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         kubeconfig,
         state_dir,
         fixtures: Some(fixtures),
+        served: Some(served),
         toolchain,
         retain: options.retain,
         running: Box::new(running),
@@ -180,12 +183,19 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
     Ok((env, report))
 }
 
+/// The served repository and the URL Flux clones it from.
+#[derive(Clone, Copy)]
+struct ServedAt<'a> {
+    served: &'a Served,
+    url: &'a str,
+}
+
 fn start_cluster(
     toolchain: &Toolchain,
     name: &str,
     ports: ClusterPorts,
     state_dir: &Path,
-    url: &str,
+    repo: ServedAt,
     options: &ProviderOptions,
     kept: &Mutex<Vec<LocalCluster>>,
 ) -> Result<(LocalCluster, Phases)> {
@@ -243,8 +253,9 @@ fn start_cluster(
     };
     let ready = rt.block_on(fixtures::bootstrap(
         &client,
+        repo.served,
         name,
-        url,
+        repo.url,
         options.ready_timeout,
     ));
     if let Err(e) = ready {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::fixtures::CLUSTERS;
+use crate::gitops::{GitopsOptions, Served};
 use crate::gitserver::FixturesRepo;
 use crate::task_runner::TaskRunner;
 use crate::toolchain::{Tool, Toolchain};
@@ -37,6 +38,8 @@ pub struct ProviderOptions {
     /// Keep a failed environment up, saying how to reach it (`HARNESS_RETAIN=1`): what a person
     /// reproducing a failure needs first. `harness down` removes it afterwards.
     pub retain: bool,
+    /// The GitOps repository to serve (`fixtures/gitops` unless given) and how.
+    pub gitops: GitopsOptions,
 }
 
 impl ProviderOptions {
@@ -49,6 +52,7 @@ impl ProviderOptions {
             create_timeout: Duration::from_secs(600),
             flux_timeout: Duration::from_secs(300),
             retain: matches!(std::env::var("HARNESS_RETAIN").as_deref(), Ok("1" | "true")),
+            gitops: GitopsOptions::from_env(),
         }
     }
 
@@ -69,6 +73,11 @@ impl ProviderOptions {
 
     pub fn retain(mut self, retain: bool) -> Self {
         self.retain = retain;
+        self
+    }
+
+    pub fn gitops(mut self, gitops: GitopsOptions) -> Self {
+        self.gitops = gitops;
         self
     }
 
@@ -122,6 +131,8 @@ pub struct Environment {
     pub state_dir: PathBuf,
     /// The served fixtures repository (providers that serve it; `None` on existing clusters).
     pub fixtures: Option<FixturesRepo>,
+    /// What the fixtures repository serves (`fixtures/gitops` or `--gitops DIR`) and its entry paths.
+    pub served: Option<Served>,
     pub toolchain: Toolchain,
     /// Started with `retain`: a failed scenario leaves it up (see `scenarios`).
     pub retain: bool,

@@ -1,0 +1,151 @@
+//! `harness up --gitops` on the second fixture repository, as an operator runs it: the real binary,
+//! a real local environment. What cannot reconcile here (its unreachable remote chart) ends the
+//! start in a table and the environment stays up; with `--strict` the start fails naming it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Longest a start may take here before the test gives up (and kills it).
+const START_BOUND: Duration = Duration::from_secs(420);
+
+fn namespaced() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("fixtures/gitops-namespaced")
+}
+
+fn spawn_up(state_dir: &Path, extra: &[&str]) -> Child {
+    // A free block of ports, released just before the harness reserves it again.
+    let base = harness::process::PortBlock::first_free(24000, 41)
+        .unwrap()
+        .base;
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["up", "--port-base", &base.to_string(), "--gitops"])
+        .arg(namespaced())
+        .args(extra)
+        .env_remove("HARNESS_GITOPS_DIR")
+        .env_remove("HARNESS_RETAIN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Lines of `stream`, read on a thread.
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_exit(child: &mut Child, bound: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + bound;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn up_lists_what_cannot_reconcile_here_and_stays_up() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = spawn_up(state.path(), &[]);
+    let out = lines(child.stdout.take().unwrap());
+    let err = lines(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + START_BOUND;
+    while !seen
+        .iter()
+        .any(|l: &String| l.starts_with("Stop with Ctrl-C"))
+    {
+        match out.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => seen.push(line),
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let stderr: Vec<String> = err.try_iter().collect();
+                panic!("up did not come up: {seen:#?}\nstderr: {stderr:#?}");
+            }
+        }
+    }
+    let text = seen.join("\n");
+    // Stop it the way `harness down` does, then judge what it printed.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    for needle in [
+        "NOT all Ready (below)",
+        "entry path of apps: ./clusters/apps (found",
+        "entry path of infra: ./clusters/infra (found",
+        "Not Ready (the environment stays up; `--strict` fails instead):",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+    // Table rows: cluster, kind, namespace/name, Ready status, why.
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("CLUSTER "))
+        .skip(1)
+        .take_while(|l| l.starts_with("infra ") || l.starts_with("apps "))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for (kind, name) in [
+        ("HelmRelease", "observability/remote-dashboard"),
+        ("HelmRepository", "observability/example-charts"),
+    ] {
+        assert!(
+            rows.iter()
+                .any(|r| r[..3] == ["infra", kind, name] && r.len() > 4),
+            "no row with a reason for {kind} {name}:\n{text}"
+        );
+    }
+    assert!(
+        rows.iter()
+            .all(|r| r[0] == "infra" && r[2].starts_with("observability/")),
+        "something else is not Ready:\n{text}"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "up did not stop cleanly on SIGTERM: {status:?}"
+    );
+    assert!(!state.path().join("supervisor.pid").exists());
+}
+
+#[test]
+fn up_strict_fails_naming_what_is_not_ready() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = spawn_up(state.path(), &["--strict"]);
+    let err = lines(child.stderr.take().unwrap());
+    let _out = lines(child.stdout.take().unwrap());
+    let status = wait_exit(&mut child, START_BOUND).expect("up --strict still running");
+    let stderr: Vec<String> = err.try_iter().collect();
+    let stderr = stderr.join("\n");
+    assert!(!status.success(), "up --strict succeeded: {stderr}");
+    assert!(
+        stderr
+            .contains("not Ready on infra (--strict): HelmRelease observability/remote-dashboard:"),
+        "{stderr}"
+    );
+    assert!(!state.path().join("supervisor.pid").exists());
+}
