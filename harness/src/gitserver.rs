@@ -65,16 +65,11 @@ pub struct GitServer {
 }
 
 impl GitServer {
-    /// Creates `<root>/repos/fixtures.git` from `content` (a directory copied as the first commit),
-    /// starts the server on `127.0.0.1:port` and returns it with the checkout used for later commits.
-    /// `state_dir` is unused since the server is no process of its own (kept for the providers).
-    pub fn start(
-        root: &Path,
-        content: &Path,
-        port: u16,
-        state_dir: &Path,
-    ) -> Result<(Self, FixturesRepo)> {
-        Self::start_on(Ipv4Addr::LOCALHOST, root, content, port, state_dir)
+    /// Creates `<root>/repos/fixtures.git` from `content` (its working tree copied as the first
+    /// commit), starts the server on `127.0.0.1:port` and returns it with the checkout used for
+    /// later commits.
+    pub fn start(root: &Path, content: &Path, port: u16) -> Result<(Self, FixturesRepo)> {
+        Self::start_on(Ipv4Addr::LOCALHOST, root, content, port)
     }
 
     /// [`GitServer::start`] listening on `bind_ip:port` instead of `127.0.0.1:port`; the repository
@@ -84,7 +79,6 @@ impl GitServer {
         root: &Path,
         content: &Path,
         port: u16,
-        _state_dir: &Path,
     ) -> Result<(Self, FixturesRepo)> {
         let backend = crate::prerequisites::git_http_backend()?;
         let repos = root.join("repos");
@@ -212,8 +206,7 @@ mod tests {
         fs::write(content.join("kubernetes/a.yaml"), "a: 1\n").unwrap();
         let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
         let port = block.base;
-        let (mut server, repo) =
-            GitServer::start(&dir.path().join("git"), &content, port, dir.path()).unwrap();
+        let (mut server, repo) = GitServer::start(&dir.path().join("git"), &content, port).unwrap();
         let clone = dir.path().join("clone");
         let first = repo.head().unwrap();
         git(
@@ -246,8 +239,7 @@ mod tests {
         let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
         let port = block.base;
         let (mut server, repo) =
-            GitServer::start_on(bind_ip, &dir.path().join("git"), &content, port, dir.path())
-                .unwrap();
+            GitServer::start_on(bind_ip, &dir.path().join("git"), &content, port).unwrap();
         assert_eq!(
             repo.url(),
             format!("http://127.0.0.2:{port}/git/fixtures.git")
@@ -275,7 +267,7 @@ mod tests {
         }
         let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
         let root = dir.path().join("git");
-        let (mut server, repo) = GitServer::start(&root, &content, block.base, dir.path()).unwrap();
+        let (mut server, repo) = GitServer::start(&root, &content, block.base).unwrap();
         let head = repo.head().unwrap();
         let (base, url) = (dir.path(), repo.url());
         let heads: Vec<String> = std::thread::scope(|s| {
@@ -320,7 +312,7 @@ mod tests {
         fs::write(content.join("a.yaml"), "a: 1\n").unwrap();
         let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
         let root = dir.path().join("git");
-        let (mut server, repo) = GitServer::start(&root, &content, block.base, dir.path()).unwrap();
+        let (mut server, repo) = GitServer::start(&root, &content, block.base).unwrap();
         let missing = repo.url().replace("fixtures.git", "missing.git");
         assert!(git(dir.path(), &["ls-remote", &missing]).is_err());
         let outside = repo.url().replace("/git/fixtures.git", "/elsewhere");

@@ -216,6 +216,12 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Listening from here to the end: a SIGTERM (`harness down`) or Ctrl-C at any moment counts,
+    // also one that arrives between the start-up and the wait below.
+    let mut shutdown = {
+        let _runtime = rt.enter();
+        Shutdown::listen()?
+    };
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
@@ -228,7 +234,7 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
     let started = rt.block_on(async {
         tokio::select! {
             r = &mut rx => Some(r),
-            _ = shutdown_signal() => None,
+            _ = shutdown.recv() => None,
         }
     });
     let Some(started) = started else {
@@ -292,7 +298,7 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         loop {
             tokio::select! {
-                _ = shutdown_signal() => break Ok(()),
+                _ = shutdown.recv() => break Ok(()),
                 _ = tick.tick() => {
                     if let Err(e) = env.health() {
                         break Err(e);
@@ -331,12 +337,27 @@ fn operator_path(toolchain: &Toolchain) -> String {
         .join(":")
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, listened to from creation on (a signal that arrives while nobody awaits
+/// [`Shutdown::recv`] is kept for the next call).
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn listen() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

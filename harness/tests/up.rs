@@ -142,10 +142,12 @@ fn up_strict_fails_naming_what_is_not_ready() {
     let stderr: Vec<String> = err.try_iter().collect();
     let stderr = stderr.join("\n");
     assert!(!status.success(), "up --strict succeeded: {stderr}");
-    assert!(
-        stderr
-            .contains("not Ready on infra (--strict): HelmRelease observability/remote-dashboard:"),
-        "{stderr}"
-    );
+    for needle in [
+        "not Ready on infra (--strict): ",
+        "HelmRelease observability/remote-dashboard: ",
+        "HelmRepository observability/example-charts: ",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
+    }
     assert!(!state.path().join("supervisor.pid").exists());
 }

@@ -267,7 +267,6 @@ impl Common {
             &self.state_dir.join("git"),
             &served.dir,
             port.base,
-            &self.state_dir,
         )
         .with_context(|| {
             format!(

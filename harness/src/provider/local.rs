@@ -95,8 +95,7 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         ports,
     };
     let result = (|| -> Result<(PathBuf, crate::gitserver::FixturesRepo, StartReport)> {
-        let (git, fixtures_repo) =
-            GitServer::start(&state_dir.join("git"), &served.dir, base, &state_dir)?;
+        let (git, fixtures_repo) = GitServer::start(&state_dir.join("git"), &served.dir, base)?;
         let url = fixtures_repo.url().to_string();
         *running.git.lock().unwrap() = Some(git);
 
