@@ -564,6 +564,10 @@ fn command_line(options: &BenchOptions) -> String {
         Some(false) => line += " --kind",
         None => {}
     }
+    if let Some(dir) = &options.gitops {
+        let dir = dir.strip_prefix(crate::repo_root()).unwrap_or(dir);
+        line += &format!(" --gitops {}", dir.display());
+    }
     line
 }
 
