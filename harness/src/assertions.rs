@@ -212,17 +212,3 @@ pub async fn flux_fingerprint(
     }
     Ok(out)
 }
-
-/// Every Kustomization and HelmRelease that is not Ready, as one line each.
-pub async fn not_ready(client: &Client) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for resource in [flux::kustomizations(), flux::helmreleases()] {
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        for obj in api.list(&ListParams::default()).await? {
-            if !is_ready(&obj) {
-                out.push(format!("{} {}", resource.kind, describe(&obj)));
-            }
-        }
-    }
-    Ok(out)
-}

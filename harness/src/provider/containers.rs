@@ -13,6 +13,7 @@ use anyhow::{Context, Result, bail};
 use super::{Environment, ProviderOptions};
 use crate::fixtures::{self, CLUSTERS};
 use crate::flux::CONTROLLERS;
+use crate::gitops::Served;
 use crate::gitserver::{FixturesRepo, GitServer};
 use crate::process::PortBlock;
 use crate::toolchain::{Tool, Toolchain};
@@ -255,9 +256,9 @@ impl Common {
         gateway: Ipv4Addr,
         network: &str,
         manifest: &str,
+        served: &Served,
         options: &ProviderOptions,
     ) -> Result<FixturesRepo> {
-        let served = &options.gitops.resolve()?;
         for cluster in CLUSTERS {
             self.kubectl.wait_nodes_ready(cluster)?;
         }
@@ -333,6 +334,7 @@ impl Common {
         common: impl Fn(&R) -> &Common,
         toolchain: Toolchain,
         started: Result<FixturesRepo>,
+        served: Served,
         label: &str,
         options: &ProviderOptions,
     ) -> Result<Environment> {
@@ -350,7 +352,7 @@ impl Common {
             kubeconfig: c.kubectl.kubeconfig.clone(),
             state_dir: c.state_dir.clone(),
             fixtures: Some(fixtures),
-            served: Some(options.gitops.resolve()?),
+            served: Some(served),
             toolchain,
             retain: options.retain,
             running: Box::new(running),

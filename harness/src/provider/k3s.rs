@@ -149,7 +149,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     // Fail fast, before anything is built or created.
     crate::prerequisites::check()?;
     // A wrong --gitops / --cluster-path / --sops-age-key fails here, before anything starts.
-    options.gitops.resolve()?;
+    let served = options.gitops.resolve()?;
     require_docker_engine()?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kubernetes, Tool::Task, Tool::Flux])?;
@@ -176,15 +176,20 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             running.start_cluster(cluster, &tag, options.create_timeout)?;
         }
         running.write_kubeconfig()?;
-        running
-            .common
-            .bring_up(running.gateway()?, "containers' Docker", &manifest, options)
+        running.common.bring_up(
+            running.gateway()?,
+            "containers' Docker",
+            &manifest,
+            &served,
+            options,
+        )
     })();
     Common::environment(
         running,
         |r| &r.common,
         toolchain,
         started,
+        served,
         "k3s-environment-start",
         options,
     )

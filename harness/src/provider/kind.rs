@@ -128,7 +128,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     // Fail fast, naming everything missing, before anything is built or created.
     crate::prerequisites::check()?;
     // A wrong --gitops / --cluster-path / --sops-age-key fails here, before anything starts.
-    options.gitops.resolve()?;
+    let served = options.gitops.resolve()?;
     let source = ImageSource::from_env()?;
     let state_dir = options.state_dir.clone();
     // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign one.
@@ -195,15 +195,20 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             running.create_cluster(cluster, &images, options.create_timeout)?;
         }
         running.merge_kubeconfigs()?;
-        running
-            .common
-            .bring_up(kind_network_gateway()?, "`kind` Docker", &manifest, options)
+        running.common.bring_up(
+            kind_network_gateway()?,
+            "`kind` Docker",
+            &manifest,
+            &served,
+            options,
+        )
     })();
     Common::environment(
         running,
         |r| &r.common,
         toolchain,
         started,
+        served,
         "kind-environment-start",
         options,
     )
