@@ -228,6 +228,10 @@ fn receiver_port(ports: ClusterPorts) -> u16 {
     ports.flux(10)
 }
 
+/// How often the local controllers re-check a dependsOn that is not Ready yet (Flux's default:
+/// 30 s; the kind provider keeps the release's flags).
+pub const REQUEUE_DEPENDENCY: &str = "5s";
+
 /// The command line of one controller against the cluster in `kubeconfig`.
 fn controller_command(
     toolchain: &Toolchain,
@@ -259,6 +263,11 @@ fn controller_command(
                 events_port(ports)
             ));
         }
+    }
+    if matches!(controller, Tool::KustomizeController | Tool::HelmController) {
+        // Flux re-checks a dependency that is not Ready every 30 s by default: a dependsOn chain
+        // of two then costs a minute of idle start-up. 5 s keeps the same behaviour, sooner.
+        cmd.arg(format!("--requeue-dependency={REQUEUE_DEPENDENCY}"));
     }
     if controller == Tool::SourceController {
         let storage = dir.join("source-controller-storage");

@@ -259,9 +259,7 @@ impl Common {
         served: &Served,
         options: &ProviderOptions,
     ) -> Result<FixturesRepo> {
-        for cluster in CLUSTERS {
-            self.kubectl.wait_nodes_ready(cluster)?;
-        }
+        super::each_cluster(|cluster| self.kubectl.wait_nodes_ready(cluster))?;
         let port = PortBlock::first_free(20000, 1)?;
         let (git, repo) = GitServer::start_on(
             gateway,
@@ -275,24 +273,21 @@ impl Common {
             )
         })?;
         *self.fixtures.lock().unwrap() = Some(FixturesServer { git, _port: port });
-        for cluster in CLUSTERS {
+        super::each_cluster(|cluster| {
             self.kubectl
-                .install_flux(cluster, manifest, options.flux_timeout)?;
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        for cluster in CLUSTERS {
-            let client = rt.block_on(apply::client_for(&self.kubectl.kubeconfig, cluster))?;
-            rt.block_on(fixtures::bootstrap(
-                &client,
-                served,
-                cluster,
-                repo.url(),
-                options.ready_timeout,
-            ))
-            .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))?;
-        }
+                .install_flux(cluster, manifest, options.flux_timeout)
+        })?;
+        super::each_cluster(|cluster| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let client = apply::client_for(&self.kubectl.kubeconfig, cluster).await?;
+                fixtures::bootstrap(&client, served, cluster, repo.url(), options.ready_timeout)
+                    .await
+            })
+            .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))
+        })?;
         Ok(repo)
     }
 

@@ -191,9 +191,11 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     };
     let manifest = images.flux_manifest.to_string_lossy().into_owned();
     let started = (|| {
-        for cluster in CLUSTERS {
-            running.create_cluster(cluster, &images, options.create_timeout)?;
-        }
+        // Both recorded first: a create that fails half-way leaves containers to delete.
+        running.record_created(&CLUSTERS)?;
+        super::each_cluster(|cluster| {
+            running.create_cluster(cluster, &images, options.create_timeout)
+        })?;
         running.merge_kubeconfigs()?;
         running.common.bring_up(
             kind_network_gateway()?,
@@ -250,9 +252,6 @@ impl KindRunning {
         let log = log_dir.join(format!("create-{cluster}.log"));
         let config = self.common.state_dir.join(format!("kind-{cluster}.yaml"));
         fs::write(&config, cluster_config(cluster, images)?)?;
-        // Recorded first: a create that fails half-way leaves containers to delete.
-        self.created.lock().unwrap().push(cluster.to_string());
-        self.record_created()?;
         let kubeconfig = self.cluster_kubeconfig(cluster);
         let result = run(
             &format!("kind create cluster --name {cluster}"),
@@ -307,10 +306,15 @@ impl KindRunning {
         Ok(())
     }
 
-    /// Writes the clusters created so far to the state directory's record.
-    fn record_created(&self) -> Result<()> {
-        let names = self.created.lock().unwrap().join("\n");
-        fs::write(created_record(&self.common.state_dir), names + "\n")?;
+    /// Records `clusters` as this run's, in memory (deleted by [`Self::stop`]) and in the state
+    /// directory (deleted by the next start or `harness down` after a crash).
+    fn record_created(&self, clusters: &[&str]) -> Result<()> {
+        let mut created = self.created.lock().unwrap();
+        created.extend(clusters.iter().map(|c| c.to_string()));
+        fs::write(
+            created_record(&self.common.state_dir),
+            created.join("\n") + "\n",
+        )?;
         Ok(())
     }
 

@@ -20,6 +20,30 @@ use crate::gitserver::FixturesRepo;
 use crate::task_runner::TaskRunner;
 use crate::toolchain::{Tool, Toolchain};
 
+/// Runs `step` for every cluster at once, one thread each, and returns the first cluster's error
+/// after every thread has ended (nothing is left running behind the caller).
+pub(crate) fn each_cluster<F>(step: F) -> Result<()>
+where
+    F: Fn(&'static str) -> Result<()> + Sync,
+{
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = CLUSTERS
+            .iter()
+            .map(|cluster| (*cluster, scope.spawn(|| step(cluster))))
+            .collect();
+        threads
+            .into_iter()
+            .map(|(cluster, thread)| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the {cluster} step panicked")))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect()
+    })
+}
+
 /// How any provider is started: one type for all of them, built with [`ProviderOptions::new`] and
 /// its setters. Providers ignore what does not apply to them (`port_base` is the local provider's;
 /// `create_timeout` and `flux_timeout` the container providers').
@@ -295,5 +319,28 @@ impl Environment {
 impl Drop for Environment {
     fn drop(&mut self) {
         self.running.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn each_cluster_runs_every_cluster_and_returns_the_failure() {
+        let ran = Mutex::new(Vec::new());
+        let result = each_cluster(|cluster| {
+            ran.lock().unwrap().push(cluster);
+            if cluster == "apps" {
+                anyhow::bail!("apps failed");
+            }
+            Ok(())
+        });
+        assert_eq!(result.unwrap_err().to_string(), "apps failed");
+        let mut ran = ran.into_inner().unwrap();
+        ran.sort();
+        assert_eq!(ran, ["apps", "infra"]);
     }
 }
