@@ -30,12 +30,12 @@ pub async fn client_for(path: &Path, context: &str) -> Result<Client> {
 pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<Vec<String>> {
     let discovery = Discovery::new(client.clone()).run().await?;
     let mut applied = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let value = serde_yaml::Value::deserialize(doc)?;
+    for doc in serde_norway::Deserializer::from_str(yaml) {
+        let value = serde_norway::Value::deserialize(doc)?;
         if value.is_null() {
             continue;
         }
-        let obj: DynamicObject = serde_yaml::from_value(value)?;
+        let obj: DynamicObject = serde_norway::from_value(value)?;
         applied.push(apply_object(client, &discovery, obj).await?);
     }
     Ok(applied)

@@ -127,7 +127,7 @@ pub async fn install(client: &Client, toolchain: &Toolchain) -> Result<()> {
             .collect();
         files.sort();
         for file in files {
-            let mut obj: DynamicObject = serde_yaml::from_str(&fs::read_to_string(&file)?)?;
+            let mut obj: DynamicObject = serde_norway::from_str(&fs::read_to_string(&file)?)?;
             let l = obj.metadata.labels.get_or_insert_with(Default::default);
             for line in labels.lines() {
                 let (k, v) = line
@@ -138,7 +138,7 @@ pub async fn install(client: &Client, toolchain: &Toolchain) -> Result<()> {
             }
             crd_names.push(obj.metadata.name.clone().unwrap_or_default());
             crds.push_str("---\n");
-            crds.push_str(&serde_yaml::to_string(&obj)?);
+            crds.push_str(&serde_norway::to_string(&obj)?);
         }
     }
     apply::apply_yaml(client, &crds)

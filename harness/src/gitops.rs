@@ -328,7 +328,7 @@ mod tests {
         assert!(source.contains("url: http://127.0.0.1:1/git/fixtures.git"));
         assert!(root.contains("path: ./kubernetes/clusters/apps"));
         assert!(!root.contains("decryption"));
-        let parsed: serde_yaml::Value = serde_yaml::from_str(&root).unwrap();
+        let parsed: serde_norway::Value = serde_norway::from_str(&root).unwrap();
         let patches = parsed["spec"]["patches"].as_sequence().unwrap();
         assert_eq!(patches.len(), 3);
         for p in patches {
@@ -353,14 +353,14 @@ mod tests {
         }
         .resolve()
         .unwrap();
-        let secret: serde_yaml::Value =
-            serde_yaml::from_str(&served.sops_secret().unwrap()).unwrap();
+        let secret: serde_norway::Value =
+            serde_norway::from_str(&served.sops_secret().unwrap()).unwrap();
         assert_eq!(
             secret["stringData"]["age.agekey"].as_str(),
             Some("# public key: age1xyz\nAGE-SECRET-KEY-1ABC\n")
         );
         let (_, root) = served.root_manifests("infra", "http://x");
-        let root: serde_yaml::Value = serde_yaml::from_str(&root).unwrap();
+        let root: serde_norway::Value = serde_norway::from_str(&root).unwrap();
         assert_eq!(
             root["spec"]["decryption"]["secretRef"]["name"].as_str(),
             Some(SOPS_SECRET)

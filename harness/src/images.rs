@@ -753,7 +753,7 @@ pub fn flux_install_manifest(toolchain: &Toolchain, work: &Path) -> Result<PathB
         )?;
     }
     let file = render.join("install/kustomization.yaml");
-    let mut install: serde_yaml::Value = serde_yaml::from_str(&fs::read_to_string(&file)?)?;
+    let mut install: serde_norway::Value = serde_norway::from_str(&fs::read_to_string(&file)?)?;
     let wanted: Vec<String> = FLUX_CONTROLLERS
         .iter()
         .map(|c| format!("../bases/{}", c.key()))
@@ -764,7 +764,7 @@ pub fn flux_install_manifest(toolchain: &Toolchain, work: &Path) -> Result<PathB
                 .is_some_and(|r| !r.starts_with("../bases/") || wanted.iter().any(|w| w == r))
         });
     }
-    install["images"] = serde_yaml::to_value(
+    install["images"] = serde_norway::to_value(
         FLUX_CONTROLLERS
             .iter()
             .map(|c| {
@@ -776,7 +776,7 @@ pub fn flux_install_manifest(toolchain: &Toolchain, work: &Path) -> Result<PathB
             })
             .collect::<Vec<_>>(),
     )?;
-    fs::write(&file, serde_yaml::to_string(&install)?)?;
+    fs::write(&file, serde_norway::to_string(&install)?)?;
     let rendered = kustomize(&render.join("install"))?;
     for controller in FLUX_CONTROLLERS {
         let image = format!(

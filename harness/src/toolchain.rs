@@ -201,7 +201,7 @@ pub struct Versions(BTreeMap<String, String>);
 
 impl Versions {
     pub fn pinned() -> Result<Self> {
-        serde_yaml::from_str(VERSIONS_YAML)
+        serde_norway::from_str(VERSIONS_YAML)
             .context("toolchain/versions.yaml is not a map of tool: version")
     }
 

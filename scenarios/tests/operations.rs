@@ -1301,10 +1301,10 @@ async fn cluster_isolation_ignores_the_current_context() {
         let apps = env.client("apps").await?;
         let dir = tempfile::tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig-current-apps");
-        let mut config: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(env.kubeconfig())?)?;
-        config["current-context"] = serde_yaml::Value::String("apps".into());
-        std::fs::write(&kubeconfig, serde_yaml::to_string(&config)?)?;
+        let mut config: serde_norway::Value =
+            serde_norway::from_str(&std::fs::read_to_string(env.kubeconfig())?)?;
+        config["current-context"] = serde_norway::Value::String("apps".into());
+        std::fs::write(&kubeconfig, serde_norway::to_string(&config)?)?;
         let task = env.task().env("KUBECONFIG", &kubeconfig);
         let ks = Kind::Kustomization.resource();
         let apps_before = flux_fingerprint(&apps, Some("echo")).await?;

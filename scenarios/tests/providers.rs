@@ -134,8 +134,8 @@ fn engine_calls(run: &KindRun) -> Vec<&String> {
     run.docker_calls.iter().filter(|c| *c != "-v").collect()
 }
 
-fn yaml(path: &Path) -> serde_yaml::Value {
-    serde_yaml::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+fn yaml(path: &Path) -> serde_norway::Value {
+    serde_norway::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// A copy of `kind-configs/infra.yaml` changed by `edit`, in `dir`.

@@ -671,8 +671,8 @@ fn taskfile_matches_go_task_schema(#[case] file: &str) {
         serde_json::from_str(&fs::read_to_string(data_dir().join("taskfile-schema.json")).unwrap())
             .unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let yaml: serde_yaml::Value =
-        serde_yaml::from_str(&fs::read_to_string(harness::repo_root().join(file)).unwrap())
+    let yaml: serde_norway::Value =
+        serde_norway::from_str(&fs::read_to_string(harness::repo_root().join(file)).unwrap())
             .unwrap();
     let doc: serde_json::Value = serde_json::to_value(&yaml).unwrap();
     let errors: Vec<String> = validator

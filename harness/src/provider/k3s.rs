@@ -130,7 +130,7 @@ pub fn merged_kubeconfig(parts: &[(&str, String, u16)]) -> Result<String> {
     for (cluster, k3s_yaml, port) in parts {
         merged = merged.merge(cluster_kubeconfig(cluster, k3s_yaml, *port)?)?;
     }
-    Ok(serde_yaml::to_string(&merged)?)
+    Ok(serde_norway::to_string(&merged)?)
 }
 
 struct K3sCluster {

@@ -220,7 +220,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
 /// images are local (`images.node` not empty).
 pub fn cluster_config(cluster: &str, images: &KindImages) -> Result<String> {
     let path = config_path(cluster);
-    let mut config: serde_yaml::Value = serde_yaml::from_str(&fs::read_to_string(&path)?)
+    let mut config: serde_norway::Value = serde_norway::from_str(&fs::read_to_string(&path)?)
         .with_context(|| format!("{} is not YAML", path.display()))?;
     if !images.node.is_empty() {
         for node in config["nodes"].as_sequence_mut().into_iter().flatten() {
@@ -233,7 +233,7 @@ pub fn cluster_config(cluster: &str, images: &KindImages) -> Result<String> {
         patches.extend(images.kubeadm_patches.iter().map(|p| p.clone().into()));
         config["kubeadmConfigPatches"] = patches.into();
     }
-    Ok(serde_yaml::to_string(&config)?)
+    Ok(serde_norway::to_string(&config)?)
 }
 
 impl KindRunning {
@@ -467,9 +467,9 @@ mod tests {
     #[test]
     fn the_generated_config_points_kind_at_the_local_images_only_when_they_are_local() {
         for cluster in CLUSTERS {
-            let written: serde_yaml::Value =
-                serde_yaml::from_str(&fs::read_to_string(config_path(cluster)).unwrap()).unwrap();
-            let local: serde_yaml::Value = serde_yaml::from_str(
+            let written: serde_norway::Value =
+                serde_norway::from_str(&fs::read_to_string(config_path(cluster)).unwrap()).unwrap();
+            let local: serde_norway::Value = serde_norway::from_str(
                 &cluster_config(cluster, &images("k8s-ops.local/kind-node:v1")).unwrap(),
             )
             .unwrap();
@@ -484,8 +484,8 @@ mod tests {
                     .contains("imageRepository: k8s-ops.local")
             );
             assert_eq!(local["networking"], written["networking"]);
-            let upstream: serde_yaml::Value =
-                serde_yaml::from_str(&cluster_config(cluster, &images("")).unwrap()).unwrap();
+            let upstream: serde_norway::Value =
+                serde_norway::from_str(&cluster_config(cluster, &images("")).unwrap()).unwrap();
             assert_eq!(upstream, written);
         }
     }
