@@ -319,9 +319,7 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     );
 
     // 5. APP resolution at scale
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = crate::exec::runtime();
     let client = rt.block_on(env.client("apps"))?;
     let mut scale_rows = String::new();
     let mut by_scale = Vec::new();
@@ -449,7 +447,7 @@ fn kind_section(
     cold: bool,
     local_rss_kib: u64,
 ) -> Result<String> {
-    use crate::provider::containers::run;
+    use crate::exec::run;
     let state_dir = options.state_dir.with_file_name("bench-kind");
     let engine = crate::engine::Engine::ensure(&state_dir)?;
     let mut rows = Vec::new();
@@ -513,7 +511,7 @@ fn time_kind_starts(
     state_dir: &std::path::Path,
     local_rss_kib: u64,
 ) -> Result<(Vec<Duration>, Vec<Duration>, String)> {
-    use crate::provider::containers::run;
+    use crate::exec::run;
     let mut starts = Vec::new();
     let mut teardowns = Vec::new();
     let mut memory = String::new();

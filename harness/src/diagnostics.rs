@@ -85,7 +85,7 @@ pub fn collect(
     for log in logs {
         let dest = dir.join("logs").join(log.file_name().unwrap_or_default());
         let copied = if log.is_dir() {
-            copy_tree(log, &dest)
+            crate::exec::copy_tree(log, &dest, &[])
         } else {
             fs::create_dir_all(dest.parent().unwrap())
                 .and_then(|_| fs::copy(log, &dest).map(|_| ()))
@@ -98,18 +98,4 @@ pub fn collect(
         let _ = fs::write(dir.join("errors.txt"), errors);
     }
     dir
-}
-
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        let dest = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &dest)?;
-        } else {
-            fs::copy(entry.path(), dest)?;
-        }
-    }
-    Ok(())
 }

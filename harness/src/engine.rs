@@ -17,7 +17,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::process::{LogFiles, ManagedProcess};
-use crate::provider::containers::finish;
 
 /// The socket of an engine the harness starts (Docker's default, so `docker` and `kind` reach it
 /// without `DOCKER_HOST`).
@@ -181,7 +180,7 @@ pub fn answers() -> std::result::Result<(), String> {
     if crate::toolchain::on_path("docker").is_none() {
         return Err("`docker` is not on PATH".into());
     }
-    match finish(
+    match captured(
         duct::cmd!("docker", "info", "--format", "{{.ServerVersion}}"),
         Duration::from_secs(20),
     ) {
@@ -194,7 +193,7 @@ pub fn answers() -> std::result::Result<(), String> {
 
 /// `docker run --rm --privileged --entrypoint true <image>`; the error is the engine's own line.
 fn probe_privileged(image: &str) -> std::result::Result<(), String> {
-    match finish(
+    match captured(
         duct::cmd!(
             "docker",
             "run",
@@ -211,6 +210,15 @@ fn probe_privileged(image: &str) -> std::result::Result<(), String> {
         Ok(None) => Err("the probe container did not exit within 60s".into()),
         Err(e) => Err(format!("{e:#}")),
     }
+}
+
+/// `expr` with its output captured, bounded by `timeout` ([`crate::exec::bounded`]).
+fn captured(expr: duct::Expression, timeout: Duration) -> Result<Option<std::process::Output>> {
+    crate::exec::bounded(
+        expr.stdout_capture().stderr_capture().stdin_null(),
+        timeout,
+        |_| {},
+    )
 }
 
 /// The first non-empty line of stderr, else of stdout, else the exit status.

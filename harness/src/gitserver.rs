@@ -96,7 +96,9 @@ impl GitServer {
             ],
         )?;
         git(&bare, &["config", "http.receivepack", "false"])?;
-        copy_dir(content, &work)
+        // The working tree (uncommitted edits included, its own `.git` left out; symlinks stay
+        // symlinks, as git stores them).
+        crate::exec::copy_tree(content, &work, &[".git"])
             .with_context(|| format!("copying fixtures from {}", content.display()))?;
         git(&work, &["init", "--quiet", "--initial-branch=main"])?;
         git(&work, &["add", "--all"])?;
@@ -170,28 +172,6 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
         bail!("git {} failed in {}: {text}", args.join(" "), dir.display());
     }
     Ok(text)
-}
-
-/// The working tree of `from` (uncommitted edits included, its own `.git` left out; symlinks stay
-/// symlinks, as git stores them).
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to)?;
-    for entry in fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_name() == ".git" {
-            continue;
-        }
-        let dest = to.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(entry.path())?, dest)?;
-        } else if kind.is_dir() {
-            copy_dir(&entry.path(), &dest)?;
-        } else {
-            fs::copy(entry.path(), dest)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

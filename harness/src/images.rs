@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::engine::Engine;
-use crate::provider::containers::run;
+use crate::exec::run;
 use crate::toolchain::{Tool, Toolchain};
 
 /// The repository of every image built here: never confused with an upstream image.

@@ -201,7 +201,7 @@ impl KwokCluster {
     pub fn ensure_running(&self) -> Result<()> {
         for component in ["etcd", "kube-apiserver"] {
             if let Some(pid) = self.component_pid(component)
-                && !Path::new(&format!("/proc/{pid}")).exists()
+                && !crate::exec::alive(pid)
             {
                 bail!(
                     "{component} of cluster {} exited; see {}",

@@ -6,6 +6,7 @@ pub mod assertions;
 pub mod bench;
 pub mod diagnostics;
 pub mod engine;
+pub mod exec;
 pub mod fixtures;
 pub mod flux;
 pub mod gitops;

@@ -192,7 +192,7 @@ fn supervisor_pid(state_dir: &Path) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    harness::exec::alive(pid).then_some(pid)
 }
 
 fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
@@ -213,9 +213,7 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
         std::process::id().to_string(),
     )?;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = harness::exec::runtime();
     // Listening from here to the end: a SIGTERM (`harness down`) or Ctrl-C at any moment counts,
     // also one that arrives between the start-up and the wait below.
     let mut shutdown = {

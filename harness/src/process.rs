@@ -123,14 +123,17 @@ impl Drop for ManagedProcess {
 }
 
 /// Stops a process that is not our child (e.g. started by kwokctl) by its pid: SIGTERM, SIGKILL
-/// after `grace`; returns once it is gone.
-pub fn stop_pid(pid: u32, grace: Duration) {
-    let gone = || !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid);
-    terminate_pid(pid, grace, gone);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gone() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+/// after `grace`; fails naming the pid when it is still there 5 s after the SIGKILL.
+pub fn stop_pid(pid: u32, grace: Duration) -> Result<()> {
+    terminate_pid(pid, grace, || !crate::exec::alive(pid));
+    if !crate::exec::wait_gone(pid, Duration::from_secs(5)) {
+        bail!(
+            "pid {pid} is still there {:?} after SIGTERM and 5s after SIGKILL (state {:?})",
+            grace,
+            crate::exec::state(pid)
+        );
     }
+    Ok(())
 }
 
 /// SIGTERM, then SIGKILL once `grace` has passed without `gone()` turning true.
@@ -176,7 +179,8 @@ pub fn stop_recorded(pid_root: &Path, state_dir: &Path) -> Vec<String> {
         let pid = fs::read_to_string(&pid_file)
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok());
-        if let Some(pid) = pid.filter(|pid| belongs_to(*pid, state_dir) && !is_zombie(*pid)) {
+        if let Some(pid) = pid.filter(|pid| belongs_to(*pid, state_dir) && crate::exec::alive(*pid))
+        {
             let name = pid_file
                 .file_stem()
                 .unwrap_or_default()
@@ -200,7 +204,7 @@ fn terminate_all(targets: &[(u32, String)]) {
     for (pid, _) in targets {
         let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
     }
-    let gone = |pid: u32| !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid);
+    let gone = |pid: u32| !crate::exec::alive(pid);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !targets.iter().all(|(pid, _)| gone(*pid)) {
         std::thread::sleep(Duration::from_millis(50));
@@ -223,7 +227,11 @@ pub fn recorded_pids(state_dir: &Path) -> Vec<(String, u32, bool)> {
         .filter_map(|f| {
             let pid: u32 = fs::read_to_string(&f).ok()?.trim().parse().ok()?;
             let name = f.file_stem()?.to_string_lossy().into_owned();
-            Some((name, pid, belongs_to(pid, state_dir) && !is_zombie(pid)))
+            Some((
+                name,
+                pid,
+                belongs_to(pid, state_dir) && crate::exec::alive(pid),
+            ))
         })
         .collect()
 }
@@ -257,16 +265,6 @@ pub fn belongs_to(pid: u32, state_dir: &Path) -> bool {
     let environ = String::from_utf8_lossy(&read("environ")).into_owned();
     let cmdline = String::from_utf8_lossy(&read("cmdline")).into_owned();
     environ.contains(&format!("{STATE_MARKER_ENV}={needle}")) || cmdline.contains(&needle)
-}
-
-fn is_zombie(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 type SharedFile = std::sync::Arc<std::sync::Mutex<fs::File>>;
@@ -470,7 +468,7 @@ mod tests {
         std::mem::forget(p); // as if the harness had crashed
         assert_eq!(reap_stale(dir.path()), vec!["orphan".to_string()]);
         wait_for("orphan gone", Duration::from_secs(5), || {
-            Ok((is_zombie(pid)).then_some(()))
+            Ok((!crate::exec::alive(pid)).then_some(()))
         })
         .unwrap();
     }

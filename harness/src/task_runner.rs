@@ -129,14 +129,9 @@ impl TaskRunner {
         let mut full: Vec<OsString> = vec!["--dir".into(), self.repo_root.clone().into_os_string()];
         full.extend(args.iter().map(OsString::from));
         let mut expr = duct::cmd(&self.task_bin, &full)
-            .before_spawn(|cmd| {
-                std::os::unix::process::CommandExt::process_group(cmd, 0);
-                Ok(())
-            })
             .dir(&self.repo_root)
             .stdout_capture()
-            .stderr_capture()
-            .unchecked();
+            .stderr_capture();
         expr = match stdin {
             Some(input) => expr.stdin_bytes(input.as_bytes().to_vec()),
             None => expr.stdin_null(),
@@ -145,49 +140,21 @@ impl TaskRunner {
             expr = expr.env(k, v);
         }
         let started = Instant::now();
-        let handle = expr
-            .start()
+        let out = crate::exec::bounded(expr, self.timeout, |_| {})
             .with_context(|| format!("starting {}", self.task_bin.display()))?;
-        let kill_group = || {
-            if let Some(pid) = handle.pids().first() {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(*pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        };
-        loop {
-            if let Some(out) = handle.try_wait()? {
-                let out = TaskOutput {
-                    args,
-                    code: out.status.code(),
-                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                    elapsed: started.elapsed(),
-                };
-                kill_group();
-                return Ok(Some(out));
-            }
-            if started.elapsed() > self.timeout {
-                kill_group();
-                handle.kill()?;
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Ok(out.map(|out| TaskOutput {
+            args,
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// No process gone, or a zombie.
-    fn gone(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
-            .unwrap_or(true)
-    }
 
     #[test]
     fn a_run_past_the_timeout_is_killed_with_its_children() {
@@ -216,10 +183,9 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !gone(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(gone(pid), "the task's child {pid} outlived the timeout");
+        assert!(
+            crate::exec::wait_gone(pid, Duration::from_secs(5)),
+            "the task's child {pid} outlived the timeout"
+        );
     }
 }

@@ -17,8 +17,12 @@ use serde::Deserialize;
 
 /// The pin file, embedded so that the binary does not depend on the working directory.
 const VERSIONS_YAML: &str = include_str!("../../toolchain/versions.yaml");
+/// The bound of one `go` command: the longest, a cold build of Kubernetes' binaries, takes about
+/// 10 minutes on 2 cores; a build that runs for an hour is stuck (killed, with everything it
+/// started).
+const GO_RUN_BOUND: Duration = Duration::from_secs(60 * 60);
 
-/// One upstream tool: where its module is and which binaries it yields.
+/// One upstream tool: where its module is and which binaries it yields (its row of [`SPECS`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tool {
     Task,
@@ -40,18 +44,157 @@ pub enum Tool {
     Crictl,
 }
 
+/// Which link-time version stamp a tool needs: `flux check` rejects an API server whose version
+/// is not a release, and the flux CLI and kwok report their own version from a variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    None,
+    Kubernetes,
+    FluxCli,
+    Kwok,
+}
+
+/// How one tool is built.
+#[derive(Debug)]
+struct Spec {
+    tool: Tool,
+    /// Its key in `toolchain/versions.yaml` (and the name of its cache directory).
+    key: &'static str,
+    /// The pin it is built at: its own key, except the Kubernetes node binaries (`kubernetes`).
+    version_key: &'static str,
+    module: &'static str,
+    /// `(package below the module, binary name)` pairs.
+    packages: &'static [(&'static str, &'static str)],
+    stamp: Stamp,
+    /// Requirements of `v0.0.0` stand for the staging modules at the pin's `v0.` version.
+    staging: bool,
+    /// The flux CLI embeds `cmd/flux/manifests/*.yaml`, which its module zip lacks: built from a
+    /// writable copy of the module with a placeholder manifest (the harness never runs `flux install`).
+    builds_from_copy: bool,
+    /// The Flux controllers ship their CRDs in the module (`config/crd/bases`); the harness installs them.
+    ships_crds: bool,
+    /// Rough cold-build time on 2 cores, shown while building.
+    cold_build_hint: &'static str,
+}
+
+const fn spec(tool: Tool, key: &'static str, module: &'static str) -> Spec {
+    Spec {
+        tool,
+        key,
+        version_key: key,
+        module,
+        packages: &[],
+        stamp: Stamp::None,
+        staging: false,
+        builds_from_copy: false,
+        ships_crds: false,
+        cold_build_hint: "3-8 min",
+    }
+}
+
+const fn controller(tool: Tool, key: &'static str, module: &'static str) -> Spec {
+    Spec {
+        ships_crds: true,
+        ..spec(tool, key, module)
+    }
+}
+
+/// Every tool, in the order of [`Tool`]'s variants.
+const SPECS: [Spec; 13] = [
+    Spec {
+        packages: &[("cmd/task", "task")],
+        cold_build_hint: "1-2 min",
+        ..spec(Tool::Task, "task", "github.com/go-task/task/v3")
+    },
+    Spec {
+        packages: &[("cmd/flux", "flux")],
+        stamp: Stamp::FluxCli,
+        builds_from_copy: true,
+        ..spec(Tool::Flux, "flux", "github.com/fluxcd/flux2/v2")
+    },
+    Spec {
+        packages: &[("cmd/kwok", "kwok"), ("cmd/kwokctl", "kwokctl")],
+        stamp: Stamp::Kwok,
+        ..spec(Tool::Kwok, "kwok", "sigs.k8s.io/kwok")
+    },
+    Spec {
+        packages: &[("", "etcd")],
+        cold_build_hint: "2-3 min",
+        ..spec(Tool::Etcd, "etcd", "go.etcd.io/etcd/server/v3")
+    },
+    Spec {
+        packages: &[
+            ("cmd/kube-apiserver", "kube-apiserver"),
+            ("cmd/kube-controller-manager", "kube-controller-manager"),
+            ("cmd/kube-scheduler", "kube-scheduler"),
+            ("cmd/kubectl", "kubectl"),
+        ],
+        stamp: Stamp::Kubernetes,
+        staging: true,
+        cold_build_hint: "10-20 min",
+        ..spec(Tool::Kubernetes, "kubernetes", "k8s.io/kubernetes")
+    },
+    Spec {
+        packages: &[("", "source-controller")],
+        ..controller(
+            Tool::SourceController,
+            "source-controller",
+            "github.com/fluxcd/source-controller",
+        )
+    },
+    Spec {
+        packages: &[("", "kustomize-controller")],
+        ..controller(
+            Tool::KustomizeController,
+            "kustomize-controller",
+            "github.com/fluxcd/kustomize-controller",
+        )
+    },
+    Spec {
+        packages: &[("", "helm-controller")],
+        ..controller(
+            Tool::HelmController,
+            "helm-controller",
+            "github.com/fluxcd/helm-controller",
+        )
+    },
+    Spec {
+        packages: &[("", "notification-controller")],
+        ..controller(
+            Tool::NotificationController,
+            "notification-controller",
+            "github.com/fluxcd/notification-controller",
+        )
+    },
+    Spec {
+        packages: &[("", "kind")],
+        cold_build_hint: "1-2 min",
+        ..spec(Tool::Kind, "kind", "sigs.k8s.io/kind")
+    },
+    Spec {
+        version_key: "kubernetes",
+        packages: &[
+            ("cmd/kubelet", "kubelet"),
+            ("cmd/kubeadm", "kubeadm"),
+            ("cmd/kube-proxy", "kube-proxy"),
+        ],
+        stamp: Stamp::Kubernetes,
+        staging: true,
+        cold_build_hint: "5-10 min",
+        ..spec(Tool::KubeNode, "kube-node", "k8s.io/kubernetes")
+    },
+    Spec {
+        packages: &[("", "coredns")],
+        ..spec(Tool::Coredns, "coredns", "github.com/coredns/coredns")
+    },
+    Spec {
+        packages: &[("cmd/crictl", "crictl")],
+        ..spec(Tool::Crictl, "cri-tools", "sigs.k8s.io/cri-tools")
+    },
+];
+
 impl Tool {
     /// Every tool the `local` provider and the Taskfiles need (built by `harness toolchain`).
-    /// What the kind provider builds its images from, besides the Flux controllers.
-    pub const KIND_IMAGES: [Tool; 6] = [
-        Tool::Kind,
-        Tool::Kubernetes,
-        Tool::KubeNode,
-        Tool::Etcd,
-        Tool::Coredns,
-        Tool::Crictl,
-    ];
-
     pub const ALL: [Tool; 9] = [
         Tool::Task,
         Tool::Flux,
@@ -64,84 +207,45 @@ impl Tool {
         Tool::NotificationController,
     ];
 
-    /// The key of this tool in `toolchain/versions.yaml`.
-    pub fn key(self) -> &'static str {
-        match self {
-            Tool::Task => "task",
-            Tool::Flux => "flux",
-            Tool::Kwok => "kwok",
-            Tool::Etcd => "etcd",
-            Tool::Kubernetes => "kubernetes",
-            Tool::SourceController => "source-controller",
-            Tool::KustomizeController => "kustomize-controller",
-            Tool::HelmController => "helm-controller",
-            Tool::NotificationController => "notification-controller",
-            Tool::Kind => "kind",
-            Tool::KubeNode => "kube-node",
-            Tool::Coredns => "coredns",
-            Tool::Crictl => "cri-tools",
-        }
+    /// What the kind provider builds its images from, besides the Flux controllers.
+    pub const KIND_IMAGES: [Tool; 6] = [
+        Tool::Kind,
+        Tool::Kubernetes,
+        Tool::KubeNode,
+        Tool::Etcd,
+        Tool::Coredns,
+        Tool::Crictl,
+    ];
+
+    fn spec(self) -> &'static Spec {
+        let spec = &SPECS[self as usize];
+        debug_assert_eq!(
+            spec.tool, self,
+            "SPECS follows the order of Tool's variants"
+        );
+        spec
     }
 
-    /// The pin in `toolchain/versions.yaml` this tool is built at: its own key, except for the
-    /// Kubernetes node binaries, which follow the `kubernetes` pin.
+    /// The key of this tool in `toolchain/versions.yaml`.
+    pub fn key(self) -> &'static str {
+        self.spec().key
+    }
+
     fn version_key(self) -> &'static str {
-        match self {
-            Tool::KubeNode => Tool::Kubernetes.key(),
-            _ => self.key(),
-        }
+        self.spec().version_key
     }
 
     fn module(self) -> &'static str {
-        match self {
-            Tool::Task => "github.com/go-task/task/v3",
-            Tool::Flux => "github.com/fluxcd/flux2/v2",
-            Tool::Kwok => "sigs.k8s.io/kwok",
-            Tool::Etcd => "go.etcd.io/etcd/server/v3",
-            Tool::Kubernetes | Tool::KubeNode => "k8s.io/kubernetes",
-            Tool::SourceController => "github.com/fluxcd/source-controller",
-            Tool::KustomizeController => "github.com/fluxcd/kustomize-controller",
-            Tool::HelmController => "github.com/fluxcd/helm-controller",
-            Tool::NotificationController => "github.com/fluxcd/notification-controller",
-            Tool::Kind => "sigs.k8s.io/kind",
-            Tool::Coredns => "github.com/coredns/coredns",
-            Tool::Crictl => "sigs.k8s.io/cri-tools",
-        }
+        self.spec().module
     }
 
-    /// `(package below the module, binary name)` pairs.
     fn packages(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Tool::Task => &[("cmd/task", "task")],
-            Tool::Flux => &[("cmd/flux", "flux")],
-            Tool::Kwok => &[("cmd/kwok", "kwok"), ("cmd/kwokctl", "kwokctl")],
-            Tool::Etcd => &[("", "etcd")],
-            Tool::Kubernetes => &[
-                ("cmd/kube-apiserver", "kube-apiserver"),
-                ("cmd/kube-controller-manager", "kube-controller-manager"),
-                ("cmd/kube-scheduler", "kube-scheduler"),
-                ("cmd/kubectl", "kubectl"),
-            ],
-            Tool::SourceController => &[("", "source-controller")],
-            Tool::KustomizeController => &[("", "kustomize-controller")],
-            Tool::HelmController => &[("", "helm-controller")],
-            Tool::NotificationController => &[("", "notification-controller")],
-            Tool::Kind => &[("", "kind")],
-            Tool::KubeNode => &[
-                ("cmd/kubelet", "kubelet"),
-                ("cmd/kubeadm", "kubeadm"),
-                ("cmd/kube-proxy", "kube-proxy"),
-            ],
-            Tool::Coredns => &[("", "coredns")],
-            Tool::Crictl => &[("cmd/crictl", "crictl")],
-        }
+        self.spec().packages
     }
 
-    /// Version stamps: `flux check` rejects an API server whose version is not a release, and the flux
-    /// CLI and kwok report their own version from a variable set at link time.
     fn ldflags(self, version: &str) -> String {
-        match self {
-            Tool::Kubernetes | Tool::KubeNode => {
+        match self.spec().stamp {
+            Stamp::Kubernetes => {
                 let v = "k8s.io/component-base/version";
                 let minor = version.split('.').nth(1).unwrap_or("0");
                 format!(
@@ -149,43 +253,29 @@ impl Tool {
                      -X {v}.gitTreeState=clean -X {v}.buildDate=1970-01-01T00:00:00Z"
                 )
             }
-            Tool::Flux => format!("-X main.VERSION={}", version.trim_start_matches('v')),
-            Tool::Kwok => format!("-X sigs.k8s.io/kwok/pkg/consts.Version={version}"),
-            _ => String::new(),
+            Stamp::FluxCli => format!("-X main.VERSION={}", version.trim_start_matches('v')),
+            Stamp::Kwok => format!("-X sigs.k8s.io/kwok/pkg/consts.Version={version}"),
+            Stamp::None => String::new(),
         }
     }
 
     /// Version of the staging modules that stand in for `v0.0.0` requirements (Kubernetes only).
     fn staging_version(self, version: &str) -> Option<String> {
-        matches!(self, Tool::Kubernetes | Tool::KubeNode).then(|| version.replacen("v1.", "v0.", 1))
+        self.spec()
+            .staging
+            .then(|| version.replacen("v1.", "v0.", 1))
     }
 
-    /// The flux CLI embeds `cmd/flux/manifests/*.yaml`, which its module zip lacks: build it from a
-    /// writable copy of the module with a placeholder manifest (the harness never runs `flux install`).
     fn builds_from_copy(self) -> bool {
-        self == Tool::Flux
+        self.spec().builds_from_copy
     }
 
-    /// Flux controllers ship their CRDs in the module (`config/crd/bases`); the harness installs them.
     fn ships_crds(self) -> bool {
-        matches!(
-            self,
-            Tool::SourceController
-                | Tool::KustomizeController
-                | Tool::HelmController
-                | Tool::NotificationController
-        )
+        self.spec().ships_crds
     }
 
-    /// Rough cold-build time on 2 cores, shown while building.
     fn cold_build_hint(self) -> &'static str {
-        match self {
-            Tool::Kubernetes => "10-20 min",
-            Tool::KubeNode => "5-10 min",
-            Tool::Task | Tool::Kind => "1-2 min",
-            Tool::Etcd => "2-3 min",
-            _ => "3-8 min",
-        }
+        self.spec().cold_build_hint
     }
 }
 
@@ -578,25 +668,27 @@ impl GoCmd {
     }
 
     /// Runs with go's output (compile errors) shown and a heartbeat line every minute, so a long
-    /// cold build visibly progresses; fails on a non-zero exit.
+    /// cold build visibly progresses; fails on a non-zero exit or after [`GO_RUN_BOUND`].
     fn status_ok(self) -> Result<()> {
         let shown = self.shown();
-        let started = Instant::now();
-        let handle = self.expr().stdout_to_stderr().unchecked().start()?;
         let mut next_beat = Duration::from_secs(60);
-        let output = loop {
-            if let Some(output) = handle.try_wait()? {
-                break output;
-            }
-            if started.elapsed() >= next_beat {
+        let beat = |elapsed: Duration| {
+            if elapsed >= next_beat {
                 eprintln!(
                     "toolchain: … still running `go {}` ({:.0?})",
                     shown.chars().take(80).collect::<String>(),
-                    started.elapsed()
+                    elapsed
                 );
                 next_beat += Duration::from_secs(60);
             }
-            std::thread::sleep(Duration::from_millis(250));
+        };
+        let Some(output) =
+            crate::exec::bounded(self.expr().stdout_to_stderr(), GO_RUN_BOUND, beat)?
+        else {
+            bail!(
+                "`go {shown}` did not finish within {GO_RUN_BOUND:?} in {} (killed)",
+                self.dir.display()
+            );
         };
         if !output.status.success() {
             bail!(
@@ -611,12 +703,14 @@ impl GoCmd {
     /// Runs quietly (module resolution chatter), showing go's output only when it fails.
     fn quiet_ok(self) -> Result<()> {
         let shown = self.shown();
-        let out = self
-            .expr()
-            .stderr_to_stdout()
-            .stdout_capture()
-            .unchecked()
-            .run()?;
+        let Some(out) = crate::exec::bounded(
+            self.expr().stderr_to_stdout().stdout_capture(),
+            GO_RUN_BOUND,
+            |_| {},
+        )?
+        else {
+            bail!("`go {shown}` did not finish within {GO_RUN_BOUND:?} (killed)");
+        };
         if !out.status.success() {
             bail!(
                 "`go {shown}` failed in {}:\n{}",
@@ -628,12 +722,17 @@ impl GoCmd {
     }
 
     fn output_string(self) -> Result<String> {
-        Ok(self.expr().read()?)
+        let shown = format!("go {}", self.shown());
+        crate::exec::run(&shown, self.expr(), GO_RUN_BOUND)
     }
 
     /// stdout even when go exits non-zero (`go mod download -json` reports errors in its JSON).
     fn output_string_any(self) -> Result<String> {
-        let out = self.expr().stdout_capture().unchecked().run()?;
+        let shown = self.shown();
+        let Some(out) = crate::exec::bounded(self.expr().stdout_capture(), GO_RUN_BOUND, |_| {})?
+        else {
+            bail!("`go {shown}` did not finish within {GO_RUN_BOUND:?} (killed)");
+        };
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
@@ -677,6 +776,15 @@ pub fn which(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spec_table_has_one_row_per_tool_in_order() {
+        for (i, spec) in SPECS.iter().enumerate() {
+            assert_eq!(spec.tool as usize, i, "{:?} stands in row {i}", spec.tool);
+            assert!(!spec.packages.is_empty(), "{:?} builds nothing", spec.tool);
+        }
+        assert_eq!(SPECS.len(), Tool::Crictl as usize + 1);
+    }
 
     #[test]
     fn every_tool_is_pinned() {

@@ -17,17 +17,13 @@ const RECONCILE_BOUND: Duration = Duration::from_secs(60);
 /// How fast a task must fail when an API server is down (preflight waits at most 5 s).
 const API_DOWN_BOUND: Duration = Duration::from_secs(15);
 
-/// `R`, `S`, `Z`… from /proc/<pid>/stat; `gone` when there is no such process.
-fn proc_state(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .and_then(|r| r.split_whitespace().next())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| "gone".into())
+/// The environment's fault injection; a provider that does not own the processes has none.
+fn faults(env: &Environment) -> anyhow::Result<&dyn harness::provider::Faults> {
+    env.faults().ok_or_else(|| {
+        anyhow::anyhow!(
+            "this provider does not own the clusters' processes: run the fault scenarios with HARNESS_PROVIDER=local"
+        )
+    })
 }
 
 /// helm-controller of apps down: `task flux:reconcile APP=odoo CLUSTER=apps TIMEOUT=20s` fails
@@ -36,7 +32,7 @@ fn proc_state(pid: u32) -> String {
 async fn helm_controller_down(env: &'static Environment) -> anyhow::Result<()> {
     let apps = env.client("apps").await?;
     let hr = Kind::HelmRelease.resource();
-    env.faults().stop_controller("apps", Tool::HelmController)?;
+    faults(env)?.stop_controller("apps", Tool::HelmController)?;
     let args = [
         "flux:reconcile",
         "APP=odoo",
@@ -48,8 +44,7 @@ async fn helm_controller_down(env: &'static Environment) -> anyhow::Result<()> {
         .timeout(RECONCILE_BOUND + Duration::from_secs(30))
         .run_within(&args, None);
     // Start it again before judging, so the next step has a healthy helm-controller.
-    env.faults()
-        .start_controller("apps", Tool::HelmController)?;
+    faults(env)?.start_controller("apps", Tool::HelmController)?;
     let checked = match outcome? {
         None => Err(anyhow::anyhow!(
             "`task {}` was still running after {:?} with helm-controller down: the task has no TIMEOUT \
@@ -101,22 +96,18 @@ async fn apps_apiserver_down(env: &'static Environment) -> anyhow::Result<()> {
         .find(|(name, _)| name == "apps-kube-apiserver")
         .map(|(_, pid)| pid)
         .ok_or_else(|| anyhow::anyhow!("no apps-kube-apiserver among {:?}", env.processes()))?;
-    if let Err(e) = env.faults().stop_apiserver("apps") {
-        // Harness bug (reported): stop_apiserver waits 30 s for /proc/<pid> to vanish, but
-        // kube-apiserver stops listening at once and then lingers in its shutdown. What the
-        // tasks see is the closed port, so the step goes on when the API no longer answers.
-        let apps = env.client("apps").await?;
-        let answered = tokio::time::timeout(Duration::from_secs(5), apps.apiserver_version()).await;
-        anyhow::ensure!(
-            !matches!(answered, Ok(Ok(_))),
-            "the apps API server still answers after stop_apiserver: {e:#}"
-        );
-        eprintln!(
-            "harness: stop_apiserver(apps) returned `{e:#}`; kube-apiserver pid {pid} is {} but \
-             no longer answers, going on",
-            proc_state(pid)
-        );
-    }
+    // Bounded by the provider (SIGTERM, SIGKILL after 5 s): it fails when the process stays.
+    faults(env)?.stop_apiserver("apps")?;
+    anyhow::ensure!(
+        !harness::exec::alive(pid),
+        "kube-apiserver of apps (pid {pid}) still runs after stop_apiserver returned"
+    );
+    let apps = env.client("apps").await?;
+    let answered = tokio::time::timeout(Duration::from_secs(5), apps.apiserver_version()).await;
+    anyhow::ensure!(
+        !matches!(answered, Ok(Ok(_))),
+        "the apps API server still answers after stop_apiserver"
+    );
 
     for args in [
         &["flux:suspend", "APP=odoo", "CLUSTER=apps"][..],

@@ -31,13 +31,8 @@ fn teardown_stops_every_process_and_frees_every_port() {
     env.health().expect("every process is running");
     drop(env);
     for (name, pid) in processes {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z'));
         assert!(
-            stat.is_empty() || zombie,
+            !harness::exec::alive(pid),
             "{name} (pid {pid}) still running after teardown"
         );
     }

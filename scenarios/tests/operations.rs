@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use anyhow::Context;
 use harness::assertions::{
     self, flux_fingerprint, is_ready, is_suspended, last_handled_reconcile_at,
 };
+use harness::exec;
 use harness::fixtures::{Kind, Role};
 use harness::provider::Environment;
 use harness::task_runner::TaskOutput;
@@ -21,6 +22,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, DynamicObject, ListParams};
 use kube::discovery::ApiResource;
 use kube::{Api, Client};
+use nix::sys::signal::Signal;
 use rstest::rstest;
 use scenarios::{SETTLE, alone, exclusive, layout, ok, scenario, writing};
 
@@ -211,24 +213,6 @@ async fn delete_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Copies a directory tree, leaving out `.git`.
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_name() == ".git" {
-            continue;
-        }
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target)?;
-        }
-    }
-    Ok(())
-}
-
 /// Where a spawned task writes: a pipe (scripts, CI) or a terminal (an operator's shell).
 #[derive(Debug, Clone, Copy)]
 enum Stdout {
@@ -262,59 +246,6 @@ fn spawn_task(
             Ok((child, Box::new(std::fs::File::from(pty.master))))
         }
     }
-}
-
-fn signal_group(pgid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([signal, "--", &format!("-{pgid}")])
-        .status();
-}
-
-/// `pid` and every process below it (from /proc), alive now.
-fn process_tree(pid: u32) -> Vec<u32> {
-    let mut parents = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let Some(p) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let ppid = stat
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(1))
-                .and_then(|s| s.parse::<u32>().ok());
-            if let Some(ppid) = ppid {
-                parents.push((p, ppid));
-            }
-        }
-    }
-    let mut tree = vec![pid];
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i];
-        tree.extend(
-            parents
-                .iter()
-                .filter(|(_, pp)| *pp == parent)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    tree
-}
-
-fn alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty()
-        && !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|s| s.trim_start().starts_with('Z'))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,22 +537,22 @@ async fn logs_stream_until_ctrl_c(#[case] vars: &[&str], #[case] stdout: Stdout)
         .await;
 
         // Ctrl-C: SIGINT to the foreground group; everything must be gone within 15 s.
-        let tree = process_tree(pid);
-        signal_group(pid, "-INT");
+        let tree = exec::descendants(pid);
+        exec::signal_group(pid, Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut exited = None;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait()? {
                 exited = Some(status);
             }
-            if exited.is_some() && !tree.iter().any(|p| alive(*p)) {
+            if exited.is_some() && !tree.iter().any(|p| exec::alive(*p)) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let leftovers: Vec<u32> = tree.iter().copied().filter(|p| alive(*p)).collect();
+        let leftovers: Vec<u32> = tree.iter().copied().filter(|p| exec::alive(*p)).collect();
         if exited.is_none() || !leftovers.is_empty() {
-            signal_group(pid, "-KILL");
+            exec::signal_group(pid, Signal::SIGKILL);
             let _ = child.wait();
         }
         let _ = reader.join();
@@ -702,7 +633,7 @@ async fn diff_against_a_local_checkout(#[case] case: DiffCase) {
         let _odoo = exclusive("odoo").await;
         let dir = tempfile::tempdir()?;
         let gitops = dir.path().join("checkout");
-        copy_tree(env.fixtures()?.work_dir(), &gitops)?;
+        exec::copy_tree(env.fixtures()?.work_dir(), &gitops, &[".git"])?;
         let app = gitops.join("kubernetes/apps/business/odoo/app");
         match case {
             DiffCase::Clean => {}

@@ -6,11 +6,12 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use super::{Environment, ProviderOptions};
+use crate::exec::run;
 use crate::fixtures::{self, CLUSTERS};
 use crate::flux::CONTROLLERS;
 use crate::gitops::Served;
@@ -41,51 +42,6 @@ pub fn flux_manifest(toolchain: &Toolchain) -> Result<String> {
             toolchain.versions().get(Tool::Flux)
         )),
     }
-}
-
-/// Runs `expr` with stdout and stderr captured; `None` when it did not finish within `timeout`
-/// (it is killed then).
-pub(crate) fn finish(
-    expr: duct::Expression,
-    timeout: Duration,
-) -> Result<Option<std::process::Output>> {
-    let handle = expr
-        .stdout_capture()
-        .stderr_capture()
-        .stdin_null()
-        .unchecked()
-        .start()?;
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(out) = handle.try_wait()? {
-            return Ok(Some(out.clone()));
-        }
-        if Instant::now() > deadline {
-            let _ = handle.kill();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Runs `expr` to completion within `timeout` (killed after it); returns trimmed stdout. On failure
-/// the error names `what`, the exit status and the last lines of stderr (or stdout).
-pub(crate) fn run(what: &str, expr: duct::Expression, timeout: Duration) -> Result<String> {
-    let Some(out) = finish(expr, timeout).with_context(|| format!("starting {what}"))? else {
-        bail!("{what} did not finish within {timeout:?} (killed)");
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() {
-        return Ok(stdout);
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    let text = if stderr.is_empty() { stdout } else { stderr };
-    let lines: Vec<&str> = text.lines().collect();
-    bail!(
-        "{what} failed ({}): {}",
-        out.status,
-        lines[lines.len().saturating_sub(5)..].join("\n")
-    )
 }
 
 /// kubectl on the environment's merged kubeconfig (contexts `infra` and `apps`).
@@ -278,15 +234,13 @@ impl Common {
                 .install_flux(cluster, manifest, options.flux_timeout)
         })?;
         super::each_cluster(|cluster| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async {
-                let client = apply::client_for(&self.kubectl.kubeconfig, cluster).await?;
-                fixtures::bootstrap(&client, served, cluster, repo.url(), options.ready_timeout)
-                    .await
-            })
-            .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))
+            crate::exec::runtime()
+                .block_on(async {
+                    let client = apply::client_for(&self.kubectl.kubeconfig, cluster).await?;
+                    fixtures::bootstrap(&client, served, cluster, repo.url(), options.ready_timeout)
+                        .await
+                })
+                .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))
         })?;
         Ok(repo)
     }

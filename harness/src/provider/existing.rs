@@ -71,25 +71,11 @@ pub fn start(kubeconfig: PathBuf) -> Result<Environment> {
 /// Nothing to stop and nothing to break: the clusters are not ours.
 struct ExistingClusters;
 
-fn not_ours<T>() -> Result<T> {
-    bail!(
-        "the existing provider does not own the clusters' processes: run fault scenarios with HARNESS_PROVIDER=local"
-    )
-}
-
-impl Faults for ExistingClusters {
-    fn stop_controller(&self, _: &str, _: Tool) -> Result<()> {
-        not_ours()
-    }
-    fn start_controller(&self, _: &str, _: Tool) -> Result<()> {
-        not_ours()
-    }
-    fn stop_apiserver(&self, _: &str) -> Result<()> {
-        not_ours()
-    }
-}
-
 impl Running for ExistingClusters {
+    /// The clusters are not ours: no process to stop or break.
+    fn faults(&self) -> Option<&dyn Faults> {
+        None
+    }
     fn log_paths(&self) -> Vec<PathBuf> {
         Vec::new()
     }

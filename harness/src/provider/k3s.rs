@@ -42,13 +42,10 @@ pub fn image_tag(toolchain: &Toolchain) -> Result<String> {
     Ok(toolchain.versions().pin("k3s")?.to_string())
 }
 
-/// Runs `fut` on a runtime of its own with a Docker API client (`DOCKER_HOST`, else the default
+/// Runs `fut` on the harness runtime with a Docker API client (`DOCKER_HOST`, else the default
 /// socket), bounded by `timeout`.
 fn with_docker<T>(timeout: Duration, fut: impl AsyncFnOnce(Docker) -> Result<T>) -> Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
+    crate::exec::runtime().block_on(async {
         let docker = Docker::connect_with_defaults()?;
         tokio::time::timeout(timeout, fut(docker))
             .await
@@ -347,6 +344,10 @@ impl Faults for K3sRunning {
 }
 
 impl Running for K3sRunning {
+    fn faults(&self) -> Option<&dyn Faults> {
+        Some(self)
+    }
+
     /// Saves the containers' output first, then lists it with the git server's logs.
     fn log_paths(&self) -> Vec<PathBuf> {
         self.save_logs();

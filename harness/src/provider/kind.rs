@@ -16,9 +16,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::ProviderOptions;
-use super::containers::{Common, run};
+use super::containers::Common;
 use super::{Environment, Faults, Running};
 use crate::engine::Engine;
+use crate::exec::run;
 use crate::fixtures::CLUSTERS;
 use crate::images::KindImages;
 use crate::toolchain::{Tool, Toolchain};
@@ -379,6 +380,10 @@ impl Faults for KindRunning {
 }
 
 impl Running for KindRunning {
+    fn faults(&self) -> Option<&dyn Faults> {
+        Some(self)
+    }
+
     /// Exports the clusters' logs (`kind export logs`) first, then lists them with the git server's.
     fn log_paths(&self) -> Vec<PathBuf> {
         self.export_logs();

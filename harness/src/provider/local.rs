@@ -211,9 +211,7 @@ fn start_cluster(
         state_dir,
     )?;
     phases.control_plane = t.elapsed();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = crate::exec::runtime();
     // With `retain`, a failure leaves what this cluster started running (see ProviderOptions).
     let keep_on_error = |kwok: KwokCluster, e: anyhow::Error| {
         if options.retain {
@@ -306,13 +304,16 @@ impl Faults for LocalRunning {
                 .component_pid("kube-apiserver")
                 .context("no kube-apiserver pid file")?;
             // kube-apiserver stops listening at once on SIGTERM but lingers; SIGKILL after 5 s.
-            process::stop_pid(pid, Duration::from_secs(5));
-            Ok(())
+            process::stop_pid(pid, Duration::from_secs(5))
         })
     }
 }
 
 impl Running for LocalRunning {
+    fn faults(&self) -> Option<&dyn Faults> {
+        Some(self)
+    }
+
     fn log_paths(&self) -> Vec<PathBuf> {
         let mut paths = vec![self.state_dir.join("git")];
         if let Ok(dir) = fs::read_dir(self.state_dir.join("clusters")) {

@@ -137,7 +137,9 @@ pub trait Faults: Send + Sync {
 }
 
 /// What a provider started; torn down when dropped.
-pub trait Running: Faults {
+pub trait Running: Send + Sync {
+    /// Fault injection, where the provider owns the clusters' processes (`None`: `existing`).
+    fn faults(&self) -> Option<&dyn Faults>;
     /// Logs worth keeping when a scenario fails (files or directories).
     fn log_paths(&self) -> Vec<PathBuf>;
     /// `name pid` of every process the environment runs (for `harness status`).
@@ -283,8 +285,9 @@ impl Environment {
         .env("NO_PROXY", "127.0.0.1,localhost")
     }
 
-    pub fn faults(&self) -> &dyn Faults {
-        self.running.as_ref()
+    /// Fault injection, where the provider owns the clusters' processes (`None` for `existing`).
+    pub fn faults(&self) -> Option<&dyn Faults> {
+        self.running.faults()
     }
 
     pub fn processes(&self) -> Vec<(String, u32)> {

@@ -1,0 +1,287 @@
+//! Running processes and watching them, in one place: one bounded run (its own process group,
+//! the whole group killed when the bound passes), one "is this pid alive", one walk of a process
+//! tree, one tree copy, and one tokio runtime for the blocking API. The harness and the scenarios
+//! use these instead of polling `/proc` or writing their own wait loops.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+use std::process::Output;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// The runtime behind the harness's blocking functions (environment start, `harness up`, bench):
+/// several threads may `block_on` it at once (one per cluster). Never call it from inside another
+/// runtime (a `#[tokio::test]`): use the async API there.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("harness-runtime")
+            .enable_all()
+            .build()
+            .expect("the harness's tokio runtime")
+    })
+}
+
+/// The state letter of `pid` in `/proc/<pid>/stat` (`R`, `S`, `Z`, …); `None` when there is no
+/// such process.
+pub fn state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: the state follows the last ')'.
+    stat.rsplit(')').next()?.trim_start().chars().next()
+}
+
+/// Whether `pid` runs: it exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    state(pid).is_some_and(|s| s != 'Z')
+}
+
+/// Waits until `pid` is gone (or a zombie) for at most `bound`; true when it is.
+pub fn wait_gone(pid: u32, bound: Duration) -> bool {
+    let deadline = Instant::now() + bound;
+    loop {
+        if !alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `pid` and every live process below it, parents before children.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let ppid = fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u32>()
+                    .ok()
+            });
+        if let Some(ppid) = ppid {
+            parents.push((p, ppid));
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree.retain(|p| alive(*p));
+    tree
+}
+
+/// Sends `signal` to the process group `pgid` (a process started by [`bounded`] leads its own).
+pub fn signal_group(pgid: u32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pgid as i32), signal);
+}
+
+/// Runs `expr` (with the redirections its caller set) as the leader of its own process group and
+/// waits at most `timeout`. Returns its output, or `None` when the bound passed. Either way the
+/// whole group is killed at the end, so nothing it started (bash, flux, kubectl, docker) outlives
+/// the run. `tick` is called about once a second with the time so far (a heartbeat for long runs).
+pub fn bounded(
+    expr: duct::Expression,
+    timeout: Duration,
+    mut tick: impl FnMut(Duration),
+) -> Result<Option<Output>> {
+    let handle = expr
+        .before_spawn(|cmd| {
+            std::os::unix::process::CommandExt::process_group(cmd, 0);
+            Ok(())
+        })
+        .unchecked()
+        .start()?;
+    let group = handle.pids().first().copied();
+    let kill_group = || {
+        if let Some(pgid) = group {
+            signal_group(pgid, Signal::SIGKILL);
+        }
+    };
+    let started = Instant::now();
+    let mut next_tick = Duration::from_secs(1);
+    loop {
+        if let Some(out) = handle.try_wait()? {
+            let out = out.clone();
+            kill_group();
+            return Ok(Some(out));
+        }
+        let elapsed = started.elapsed();
+        if elapsed > timeout {
+            kill_group();
+            let _ = handle.kill();
+            return Ok(None);
+        }
+        if elapsed >= next_tick {
+            tick(elapsed);
+            next_tick += Duration::from_secs(1);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`bounded`] with stdout and stderr captured and stdin closed: trimmed stdout on success. A
+/// failure names `what`, the exit status and the last lines of stderr (or stdout); an overrun
+/// names the bound.
+pub fn run(what: &str, expr: duct::Expression, timeout: Duration) -> Result<String> {
+    let out = bounded(
+        expr.stdout_capture().stderr_capture().stdin_null(),
+        timeout,
+        |_| {},
+    )
+    .with_context(|| format!("starting {what}"))?;
+    let Some(out) = out else {
+        bail!("{what} did not finish within {timeout:?} (killed)");
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() {
+        return Ok(stdout);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let text = if stderr.is_empty() { stdout } else { stderr };
+    let lines: Vec<&str> = text.lines().collect();
+    bail!(
+        "{what} failed ({}): {}",
+        out.status,
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    )
+}
+
+/// Copies the tree `from` into `to` (created): directories recursively, symlinks as symlinks,
+/// files by content; entries named in `skip` (e.g. `.git`) are left out at every level.
+pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        if skip.iter().any(|s| entry.file_name() == *s) {
+            continue;
+        }
+        let dest = to.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(fs::read_link(entry.path())?, dest)?;
+        } else if kind.is_dir() {
+            copy_tree(&entry.path(), &dest, skip)?;
+        } else {
+            fs::copy(entry.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_past_its_bound_is_killed_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let child_pid = dir.path().join("child.pid");
+        let script = format!("sleep 300 & echo $! > {}; wait", child_pid.display());
+        let started = Instant::now();
+        let out = bounded(
+            duct::cmd!("sh", "-c", script).stdout_null(),
+            Duration::from_secs(1),
+            |_| {},
+        )
+        .unwrap();
+        assert!(out.is_none(), "the run ended on its own: {out:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let pid: u32 = fs::read_to_string(&child_pid)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "the child {pid} outlived the bound"
+        );
+    }
+
+    #[test]
+    fn run_returns_stdout_or_names_the_failure_and_the_bound() {
+        let ok = run("echo", duct::cmd!("echo", " hi "), Duration::from_secs(5)).unwrap();
+        assert_eq!(ok, "hi");
+        let e = run(
+            "failing step",
+            duct::cmd!("sh", "-c", "echo out; echo why >&2; exit 3"),
+            Duration::from_secs(5),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "failing step failed (exit status: 3): why");
+        let e = run(
+            "slow step",
+            duct::cmd!("sleep", "5"),
+            Duration::from_millis(300),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "slow step did not finish within 300ms (killed)");
+    }
+
+    #[test]
+    fn alive_descendants_and_state_follow_proc() {
+        let me = std::process::id();
+        assert!(alive(me));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(descendants(me).contains(&pid));
+        assert!(matches!(state(pid), Some('R' | 'S')), "{:?}", state(pid));
+        child.kill().unwrap();
+        // Killed but not reaped: a zombie, which is not alive.
+        assert!(wait_gone(pid, Duration::from_secs(5)));
+        assert_eq!(state(pid), Some('Z'));
+        child.wait().unwrap();
+        assert_eq!(state(pid), None);
+        assert!(!descendants(me).contains(&pid));
+    }
+
+    #[test]
+    fn copy_tree_keeps_symlinks_and_leaves_out_skipped_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        fs::create_dir_all(from.join(".git")).unwrap();
+        fs::create_dir_all(from.join("a/b")).unwrap();
+        fs::write(from.join("a/b/file"), "x").unwrap();
+        fs::write(from.join(".git/HEAD"), "ref").unwrap();
+        std::os::unix::fs::symlink("a/b/file", from.join("link")).unwrap();
+        let to = dir.path().join("to");
+        copy_tree(&from, &to, &[".git"]).unwrap();
+        assert_eq!(fs::read_to_string(to.join("a/b/file")).unwrap(), "x");
+        assert_eq!(
+            fs::read_link(to.join("link")).unwrap(),
+            Path::new("a/b/file")
+        );
+        assert!(!to.join(".git").exists());
+    }
+}
