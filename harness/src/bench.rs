@@ -119,29 +119,125 @@ pub struct BenchOptions {
     pub output: PathBuf,
 }
 
-/// Runs every benchmark and writes the markdown report; returns it.
+/// One section of the report: a numbered title, a table of samples, and what stands below it.
+struct Section {
+    number: u8,
+    title: String,
+    /// The heading of the table's first column.
+    what: &'static str,
+    rows: Vec<Sample>,
+    /// Markdown below the table: verdicts, notes, further tables.
+    below: String,
+}
+
+impl Section {
+    fn render(&self) -> String {
+        let rows: Vec<&Sample> = self.rows.iter().collect();
+        format!(
+            "{}\n{}\n",
+            table(
+                &format!("{}. {}", self.number, self.title),
+                self.what,
+                &rows
+            ),
+            self.below
+        )
+    }
+}
+
+/// What the command sections share: the running environment's task runner, a flux runner and the
+/// repetitions.
+struct Bench<'a> {
+    env: &'a crate::provider::Environment,
+    task: TaskRunner,
+    flux_bin: PathBuf,
+    reps: usize,
+}
+
+impl Bench<'_> {
+    /// One flux command line (words split on white space) against the environment.
+    fn flux(&self, line: &str) -> Result<()> {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let out = duct::cmd(&self.flux_bin, &args)
+            .env("KUBECONFIG", self.env.kubeconfig())
+            .stdout_null()
+            .stderr_capture()
+            .unchecked()
+            .run()?;
+        ensure!(
+            out.status.success(),
+            "flux {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    fn task(&self, args: &[&str]) -> Result<()> {
+        run_task(&self.task, args)
+    }
+
+    /// Undoes a suspend of odoo without waiting (the setup of every suspend sample).
+    fn resume_raw(&self) -> Result<()> {
+        self.flux("resume hr odoo -n business --context apps --wait=false")?;
+        self.flux("resume ks odoo -n flux-system --context apps --wait=false")
+    }
+}
+
+fn run_task(runner: &TaskRunner, args: &[&str]) -> Result<()> {
+    let out = runner.run(args)?;
+    ensure!(out.success(), "{}", out.transcript());
+    Ok(())
+}
+
+fn nothing() -> Result<()> {
+    Ok(())
+}
+
+/// Runs every benchmark and writes the markdown report, its sections in order; returns it.
 pub fn run(options: &BenchOptions) -> Result<String> {
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;
-    let mut md = header(&toolchain, options)?;
-
-    // 1. environment start, phases, memory, teardown; first the --gitops starts, each stopped.
-    let mut gitops_totals = Vec::new();
-    for i in 0..options.gitops.as_ref().map_or(0, |_| options.env_starts) {
-        let gitops = crate::gitops::GitopsOptions {
-            dir: options.gitops.clone(),
-            ..Default::default()
-        };
-        let (started, report) =
-            local::start(&ProviderOptions::new(&options.state_dir).gitops(gitops))?;
-        gitops_totals.push(report.total);
-        drop(started);
-        eprintln!(
-            "bench: environment start {} with --gitops: {:.1}s",
-            i + 1,
-            report.total.as_secs_f64()
-        );
+    let (environment, env, rss) = environment_section(options)?;
+    let bench = Bench {
+        env: &env,
+        task: env.task().timeout(Duration::from_secs(300)),
+        flux_bin: toolchain.binary(Tool::Flux, "flux"),
+        reps: options.reps,
+    };
+    let mut sections = vec![
+        environment,
+        listing_section(&bench)?,
+        overhead_section(&bench)?,
+    ];
+    sections.extend(scale_section(&bench, &options.scale)?);
+    sections.push(both_clusters_section(&bench)?);
+    drop(env);
+    if options.suite {
+        sections.push(suite_section()?);
     }
+    let mut md = header(&toolchain, options)?;
+    sections.sort_by_key(|s| s.number);
+    for section in &sections {
+        md += &section.render();
+    }
+    match options.kind {
+        Some(cold) => md += &kind_section(&toolchain, options, cold, rss)?,
+        None => md += "The `kind` provider is not timed in this run (`--kind`).\n",
+    }
+    md += "`k3s` is not timed: it cannot run here (k3s cannot be built from a served module and its image cannot be pulled).\n";
+    std::fs::write(&options.output, &md)
+        .with_context(|| format!("writing {}", options.output.display()))?;
+    Ok(md)
+}
+
+/// Section 1: environment starts (first those serving `--gitops`, each stopped), their phases,
+/// memory and teardown. Returns the section, the last environment (kept running for the command
+/// sections) and its resident memory in KiB.
+fn environment_section(
+    options: &BenchOptions,
+) -> Result<(Section, crate::provider::Environment, u64)> {
+    let gitops = gitops_starts(options)?;
     let mut totals = Vec::new();
     let mut teardowns = Vec::new();
     let mut phase_rows = String::new();
@@ -179,266 +275,243 @@ pub fn run(options: &BenchOptions) -> Result<String> {
         );
     }
     let env = env.context("at least one environment start (--env-starts)")?;
-    let start = Sample {
+    let mut rows = vec![Sample {
         label: "start both clusters, Flux and fixtures Ready".into(),
         runs: totals,
-    };
-    let _ = writeln!(
-        md,
-        "## 1. Environment (local provider, tools already built)\n"
-    );
-    let _ = writeln!(
-        md,
-        "| measure | runs | median s | min – max s |\n|---|---|---|---|\n{}",
-        start.row()
-    );
-    if let Some(dir) = &options.gitops {
-        let _ = writeln!(
-            md,
-            "{}",
-            Sample {
-                label: format!(
-                    "start both clusters serving `--gitops {}` (Ready, or settled)",
-                    dir.strip_prefix(crate::repo_root())
-                        .unwrap_or(dir)
-                        .display()
-                ),
-                runs: gitops_totals,
-            }
-            .row()
-        );
-    }
+    }];
+    rows.extend(gitops);
     if !teardowns.is_empty() {
-        let _ = writeln!(
-            md,
-            "{}",
-            Sample {
-                label: "teardown (stop every process by pid)".into(),
-                runs: teardowns
-            }
-            .row()
-        );
+        rows.push(Sample {
+            label: "teardown (stop every process by pid)".into(),
+            runs: teardowns,
+        });
     }
-    let _ = writeln!(
-        md,
-        "\nResident memory of the running environment ({} processes): {:.0} MiB.\n\n| start | cluster | control plane s | Flux s | fixtures Ready s |\n|---|---|---|---|---|\n{phase_rows}",
+    let below = format!(
+        "Resident memory of the running environment ({} processes): {:.0} MiB.\n\n| start | cluster | control plane s | Flux s | fixtures Ready s |\n|---|---|---|---|---|\n{phase_rows}",
         env.processes().len(),
         rss as f64 / 1024.0
     );
+    let section = Section {
+        number: 1,
+        title: "Environment (local provider, tools already built)".into(),
+        what: "measure",
+        rows,
+        below,
+    };
+    Ok((section, env, rss))
+}
 
-    let task = env.task().timeout(Duration::from_secs(300));
-    let flux_bin = toolchain.binary(Tool::Flux, "flux");
-    // One flux command line (words split on white space).
-    let flux = |line: &str| -> Result<()> {
-        let args: Vec<&str> = line.split_whitespace().collect();
-        let out = duct::cmd(&flux_bin, &args)
-            .env("KUBECONFIG", env.kubeconfig())
-            .stdout_null()
-            .stderr_capture()
-            .unchecked()
-            .run()?;
+/// With `--gitops DIR`: `--env-starts` environment starts serving DIR, each stopped again.
+fn gitops_starts(options: &BenchOptions) -> Result<Option<Sample>> {
+    let Some(dir) = &options.gitops else {
+        return Ok(None);
+    };
+    let mut runs = Vec::new();
+    for i in 0..options.env_starts {
+        let gitops = crate::gitops::GitopsOptions {
+            dir: Some(dir.clone()),
+            ..Default::default()
+        };
+        let (started, report) =
+            local::start(&ProviderOptions::new(&options.state_dir).gitops(gitops))?;
+        runs.push(report.total);
+        drop(started);
+        eprintln!(
+            "bench: environment start {} with --gitops: {:.1}s",
+            i + 1,
+            report.total.as_secs_f64()
+        );
+    }
+    Ok(Some(Sample {
+        label: format!(
+            "start both clusters serving `--gitops {}` (Ready, or settled)",
+            dir.strip_prefix(crate::repo_root())
+                .unwrap_or(dir)
+                .display()
+        ),
+        runs,
+    }))
+}
+
+/// Section 2: the acceptance scenarios serial and in parallel (each run starts its own
+/// environment), through `cargo test`.
+fn suite_section() -> Result<Section> {
+    let suite = |threads: Option<&str>| -> Result<()> {
+        let mut args = vec![
+            "test",
+            "-q",
+            "-p",
+            "scenarios",
+            "--test",
+            "acceptance",
+            "--",
+        ];
+        args.extend(threads);
+        let out = duct::cmd(
+            std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+            &args,
+        )
+        .dir(crate::repo_root())
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()?;
         ensure!(
             out.status.success(),
-            "flux {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
+            "the acceptance suite failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
         );
         Ok(())
     };
-    let run_task = |runner: &TaskRunner, args: &[&str]| -> Result<()> {
-        let out = runner.run(args)?;
-        ensure!(out.success(), "{}", out.transcript());
-        Ok(())
-    };
-    let nothing = || Ok(());
-    let n = options.reps;
+    let serial = sample(
+        "acceptance scenarios, `--test-threads=1`",
+        1,
+        nothing,
+        || suite(Some("--test-threads=1")),
+    )?;
+    let parallel = sample(
+        "acceptance scenarios, parallel (default)",
+        1,
+        nothing,
+        || suite(None),
+    )?;
+    Ok(Section {
+        number: 2,
+        title: "Scenario suite wall time (includes its environment start)".into(),
+        what: "run",
+        below: format!("parallel / serial: {:.2}×\n", ratio(&parallel, &serial)),
+        rows: vec![serial, parallel],
+    })
+}
 
-    // 3. task --list without a kubeconfig vs task --version
-    let bare = task.clone().env("KUBECONFIG", "/nonexistent");
-    let version = sample("`task --version`", n, nothing, || {
+/// Section 3: `task --list` without a kubeconfig against `task --version`.
+fn listing_section(bench: &Bench) -> Result<Section> {
+    let bare = bench.task.clone().env("KUBECONFIG", "/nonexistent");
+    let version = sample("`task --version`", bench.reps, nothing, || {
         run_task(&bare, &["--version"])
     })?;
     let list = sample(
         "`task --list` (KUBECONFIG=/nonexistent)",
-        n,
+        bench.reps,
         nothing,
         || run_task(&bare, &["--list"]),
     )?;
-    let _ = writeln!(
-        md,
-        "{}\n`--list` / `--version`: {}\n",
-        table(
-            "3. Listing tasks needs no cluster",
-            "command",
-            &[&version, &list]
+    Ok(Section {
+        number: 3,
+        title: "Listing tasks needs no cluster".into(),
+        what: "command",
+        below: format!(
+            "`--list` / `--version`: {}\n",
+            verdict(ratio(&list, &version), 1.3)
         ),
-        verdict(ratio(&list, &version), 1.3)
-    );
+        rows: vec![version, list],
+    })
+}
 
-    // 4. toolkit vs raw flux
-    let resume_raw = || {
-        flux("resume hr odoo -n business --context apps --wait=false")?;
-        flux("resume ks odoo -n flux-system --context apps --wait=false")
-    };
+/// Section 4: `task flux:suspend` / `flux:reconcile` against the raw flux command.
+fn overhead_section(bench: &Bench) -> Result<Section> {
     let raw_suspend = sample(
         "raw `flux suspend hr odoo -n business --context apps`",
-        n,
-        resume_raw,
-        || flux("suspend hr odoo -n business --context apps"),
+        bench.reps,
+        || bench.resume_raw(),
+        || bench.flux("suspend hr odoo -n business --context apps"),
     )?;
     let task_suspend = sample(
         "`task flux:suspend APP=odoo CLUSTER=apps` (resolves, suspends ks + hr, verifies)",
-        n,
-        resume_raw,
-        || run_task(&task, &["flux:suspend", "APP=odoo", "CLUSTER=apps"]),
+        bench.reps,
+        || bench.resume_raw(),
+        || bench.task(&["flux:suspend", "APP=odoo", "CLUSTER=apps"]),
     )?;
-    run_task(&task, &["flux:resume", "APP=odoo", "CLUSTER=apps"])?;
-    let rn = n.clamp(1, 3);
+    bench.task(&["flux:resume", "APP=odoo", "CLUSTER=apps"])?;
+    let rn = bench.reps.clamp(1, 3);
     let raw_reconcile = sample(
         "raw `flux reconcile hr odoo -n business --with-source --context apps`",
         rn,
         nothing,
-        || flux("reconcile hr odoo -n business --with-source --context apps"),
+        || bench.flux("reconcile hr odoo -n business --with-source --context apps"),
     )?;
     let task_reconcile = sample(
         "`task flux:reconcile APP=odoo CLUSTER=apps` (ks + hr, with sources)",
         rn,
         nothing,
-        || run_task(&task, &["flux:reconcile", "APP=odoo", "CLUSTER=apps"]),
+        || bench.task(&["flux:reconcile", "APP=odoo", "CLUSTER=apps"]),
     )?;
-    let _ = writeln!(
-        md,
-        "{}\nsuspend: {}; reconcile: {}. The task does more than the raw command: it finds the namespace, acts on the Kustomization as well as the HelmRelease, and reads the state back.\n",
-        table(
-            "4. Toolkit overhead against raw flux",
-            "command",
-            &[&raw_suspend, &task_suspend, &raw_reconcile, &task_reconcile]
+    Ok(Section {
+        number: 4,
+        title: "Toolkit overhead against raw flux".into(),
+        what: "command",
+        below: format!(
+            "suspend: {}; reconcile: {}. The task does more than the raw command: it finds the namespace, acts on the Kustomization as well as the HelmRelease, and reads the state back.\n",
+            verdict(ratio(&task_suspend, &raw_suspend), 3.0),
+            verdict(ratio(&task_reconcile, &raw_reconcile), 1.5),
         ),
-        verdict(ratio(&task_suspend, &raw_suspend), 1.5),
-        verdict(ratio(&task_reconcile, &raw_reconcile), 1.5),
-    );
+        rows: vec![raw_suspend, task_suspend, raw_reconcile, task_reconcile],
+    })
+}
 
-    // 5. APP resolution at scale
+/// Section 5: `task flux:suspend APP=odoo` with more and more extra objects on the cluster; `None`
+/// without `--scale`.
+fn scale_section(bench: &Bench, scale: &[usize]) -> Result<Option<Section>> {
     let rt = crate::exec::runtime();
-    let client = rt.block_on(env.client("apps"))?;
-    let mut scale_rows = String::new();
-    let mut by_scale = Vec::new();
+    let client = rt.block_on(bench.env.client("apps"))?;
+    let mut rows = Vec::new();
     let mut created = 0;
-    for &extra in &options.scale {
+    for &extra in scale {
         rt.block_on(create_extra(&client, created, extra))?;
         created = extra;
-        let s = sample(
+        rows.push(sample(
             &format!("{extra} extra HelmReleases + {extra} Kustomizations"),
-            n,
-            resume_raw,
-            || run_task(&task, &["flux:suspend", "APP=odoo", "CLUSTER=apps"]),
-        )?;
-        let _ = writeln!(scale_rows, "{}", s.row());
-        by_scale.push(s);
+            bench.reps,
+            || bench.resume_raw(),
+            || bench.task(&["flux:suspend", "APP=odoo", "CLUSTER=apps"]),
+        )?);
     }
-    run_task(&task, &["flux:resume", "APP=odoo", "CLUSTER=apps"])?;
+    bench.task(&["flux:resume", "APP=odoo", "CLUSTER=apps"])?;
     rt.block_on(delete_extra(&client, created))?;
-    if let (Some(first), Some(last)) = (by_scale.first(), by_scale.last()) {
-        let _ = writeln!(
-            md,
-            "## 5. APP resolution at scale (`task flux:suspend APP=odoo CLUSTER=apps`, extra objects over ≤ 100 namespaces)\n\n| cluster holds | runs | median s | min – max s |\n|---|---|---|---|\n{scale_rows}\nlargest / smallest: {}\n",
-            verdict(ratio(last, first), 1.2)
-        );
-    }
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+        return Ok(None);
+    };
+    let below = format!("largest / smallest: {}\n", verdict(ratio(last, first), 1.2));
+    Ok(Some(Section {
+        number: 5,
+        title: "APP resolution at scale (`task flux:suspend APP=odoo CLUSTER=apps`, extra objects over ≤ 100 namespaces)".into(),
+        what: "cluster holds",
+        rows,
+        below,
+    }))
+}
 
-    // 6. status CLUSTER=all vs each cluster alone
-    let infra = sample("`task flux:status CLUSTER=infra`", n, nothing, || {
-        run_task(&task, &["flux:status", "CLUSTER=infra"])
-    })?;
-    let apps = sample("`task flux:status CLUSTER=apps`", n, nothing, || {
-        run_task(&task, &["flux:status", "CLUSTER=apps"])
-    })?;
-    let all = sample("`task flux:status CLUSTER=all`", n, nothing, || {
-        run_task(&task, &["flux:status", "CLUSTER=all"])
-    })?;
+/// Section 6: `task flux:status CLUSTER=all` against each cluster alone.
+fn both_clusters_section(bench: &Bench) -> Result<Section> {
+    let status = |cluster: &str| {
+        sample(
+            &format!("`task flux:status CLUSTER={cluster}`"),
+            bench.reps,
+            nothing,
+            || bench.task(&["flux:status", &format!("CLUSTER={cluster}")]),
+        )
+    };
+    let infra = status("infra")?;
+    let apps = status("apps")?;
+    let all = status("all")?;
     let slowest = if infra.median() > apps.median() {
         &infra
     } else {
         &apps
     };
-    let _ = writeln!(
-        md,
-        "{}\nall / slowest single: {}\n",
-        table(
-            "6. Both clusters at once",
-            "command",
-            &[&infra, &apps, &all]
+    Ok(Section {
+        number: 6,
+        title: "Both clusters at once".into(),
+        what: "command",
+        below: format!(
+            "all / slowest single: {}\n",
+            verdict(ratio(&all, slowest), 1.2)
         ),
-        verdict(ratio(&all, slowest), 1.2)
-    );
-    drop(env);
-
-    // 2. scenario suite serial vs parallel (each run starts its own environment)
-    if options.suite {
-        let suite = |threads: Option<&str>| -> Result<()> {
-            let mut args = vec![
-                "test",
-                "-q",
-                "-p",
-                "scenarios",
-                "--test",
-                "acceptance",
-                "--",
-            ];
-            if let Some(t) = threads {
-                args.push(t);
-            }
-            let out = duct::cmd(
-                std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
-                &args,
-            )
-            .dir(crate::repo_root())
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked()
-            .run()?;
-            ensure!(
-                out.status.success(),
-                "the acceptance suite failed:\n{}",
-                String::from_utf8_lossy(&out.stdout)
-            );
-            Ok(())
-        };
-        let serial = sample(
-            "acceptance scenarios, `--test-threads=1`",
-            1,
-            nothing,
-            || suite(Some("--test-threads=1")),
-        )?;
-        let parallel = sample(
-            "acceptance scenarios, parallel (default)",
-            1,
-            nothing,
-            || suite(None),
-        )?;
-        let _ = writeln!(
-            md,
-            "{}\nparallel / serial: {:.2}×\n",
-            table(
-                "2. Scenario suite wall time (includes its environment start)",
-                "run",
-                &[&serial, &parallel]
-            ),
-            ratio(&parallel, &serial)
-        );
-    }
-
-    match options.kind {
-        Some(cold) => md += &kind_section(&toolchain, options, cold, rss)?,
-        None => md += "The `kind` provider is not timed in this run (`--kind`).\n",
-    }
-    md += "`k3s` is not timed: it cannot run here (k3s cannot be built from a served module and its image cannot be pulled).\n";
-    std::fs::write(&options.output, &md)
-        .with_context(|| format!("writing {}", options.output.display()))?;
-    Ok(md)
+        rows: vec![infra, apps, all],
+    })
 }
 
-/// Section 6, the kind provider beside the local environment (still running): image build (cold when
+/// Section 7, the kind provider beside the local environment (still running): image build (cold when
 /// asked, then cached), both kind clusters with Flux and the fixtures Ready, memory of both
 /// environments at once, teardown.
 fn kind_section(

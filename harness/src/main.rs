@@ -201,6 +201,45 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
     options.gitops.resolve()?;
     let state_dir = options.state_dir.clone();
     let state_dir = state_dir.as_path();
+    claim(state_dir)?;
+    let rt = harness::exec::runtime();
+    // Listening from here to the end: a SIGTERM (`harness down`) or Ctrl-C at any moment counts,
+    // also one that arrives between the start-up and the wait below.
+    let mut shutdown = {
+        let _runtime = rt.enter();
+        Shutdown::listen()?
+    };
+    let (env, took) = match start_unless_stopped(provider, options, &mut shutdown) {
+        Ok(Some(started)) => started,
+        Ok(None) => {
+            eprintln!("harness: interrupted during start-up; stopping what was started");
+            if let Err(e) = stop_leftovers(state_dir) {
+                eprintln!("harness: {e:#}");
+            }
+            let _ = fs::remove_file(state_dir.join("supervisor.pid"));
+            std::process::exit(130);
+        }
+        Err(e) => {
+            let _ = fs::remove_file(state_dir.join("supervisor.pid"));
+            return Err(e);
+        }
+    };
+    let not_ready = rt.block_on(not_ready_everywhere(&env))?;
+    print_up(&env, provider, took, &not_ready, state_dir);
+    let outcome = rt.block_on(serve(&env, &mut shutdown));
+    if let Err(e) = &outcome {
+        let dir = env.diagnostics("harness-up");
+        eprintln!("harness: {e:#}; diagnostics in {}", dir.display());
+    }
+    println!("harness: stopping");
+    env.stop();
+    let _ = fs::remove_file(state_dir.join("supervisor.pid"));
+    outcome
+}
+
+/// Records this process as the one serving `state_dir` (`harness down` signals it); fails when
+/// another one already does.
+fn claim(state_dir: &Path) -> Result<()> {
     if let Some(pid) = supervisor_pid(state_dir) {
         bail!(
             "an environment is already up in {} (harness pid {pid}): run `cargo run -p harness -- down` first",
@@ -212,14 +251,15 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
         state_dir.join("supervisor.pid"),
         std::process::id().to_string(),
     )?;
+    Ok(())
+}
 
-    let rt = harness::exec::runtime();
-    // Listening from here to the end: a SIGTERM (`harness down`) or Ctrl-C at any moment counts,
-    // also one that arrives between the start-up and the wait below.
-    let mut shutdown = {
-        let _runtime = rt.enter();
-        Shutdown::listen()?
-    };
+/// Starts the environment on a thread of its own; `None` when SIGTERM/Ctrl-C came first.
+fn start_unless_stopped(
+    provider: ProviderKind,
+    options: ProviderOptions,
+    shutdown: &mut Shutdown,
+) -> Result<Option<(Environment, Duration)>> {
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
@@ -229,28 +269,26 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
         };
         let _ = tx.send(env.map(|env| (env, started.elapsed())));
     });
-    let started = rt.block_on(async {
+    let started = harness::exec::runtime().block_on(async {
         tokio::select! {
             r = &mut rx => Some(r),
             _ = shutdown.recv() => None,
         }
     });
-    let Some(started) = started else {
-        eprintln!("harness: interrupted during start-up; stopping what was started");
-        if let Err(e) = stop_leftovers(state_dir) {
-            eprintln!("harness: {e:#}");
-        }
-        let _ = fs::remove_file(state_dir.join("supervisor.pid"));
-        std::process::exit(130);
-    };
-    let (env, took) = match started.context("start-up thread vanished")? {
-        Ok(ok) => ok,
-        Err(e) => {
-            let _ = fs::remove_file(state_dir.join("supervisor.pid"));
-            return Err(e);
-        }
-    };
-    let not_ready = rt.block_on(not_ready_everywhere(&env))?;
+    match started {
+        None => Ok(None),
+        Some(sent) => Ok(Some(sent.context("start-up thread vanished")??)),
+    }
+}
+
+/// What is up, what is not Ready, and how to use it from another shell.
+fn print_up(
+    env: &Environment,
+    provider: ProviderKind,
+    took: Duration,
+    not_ready: &[(String, fixtures::NotReady)],
+    state_dir: &Path,
+) {
     let what = match &env.served {
         Some(served) if !served.is_fixtures => format!("{}", served.dir.display()),
         _ => "the fixtures".to_string(),
@@ -275,7 +313,7 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
     }
     if !not_ready.is_empty() {
         println!("Not Ready (the environment stays up; `--strict` fails instead):");
-        print!("{}", fixtures::not_ready_table(&not_ready));
+        print!("{}", fixtures::not_ready_table(not_ready));
     }
     println!("  logs: {}", state_dir.display());
     println!("Use it from another shell:");
@@ -291,28 +329,18 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
     );
     println!("  task flux:status CLUSTER=all");
     println!("Stop with Ctrl-C here or `cargo run -p harness -- down`.");
+}
 
-    let outcome = rt.block_on(async {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
-        loop {
-            tokio::select! {
-                _ = shutdown.recv() => break Ok(()),
-                _ = tick.tick() => {
-                    if let Err(e) = env.health() {
-                        break Err(e);
-                    }
-                }
-            }
+/// Serves until SIGTERM/Ctrl-C (`Ok`) or until a process of the environment dies (its error);
+/// health is checked every 10 s.
+async fn serve(env: &Environment, shutdown: &mut Shutdown) -> Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return Ok(()),
+            _ = tick.tick() => env.health()?,
         }
-    });
-    if let Err(e) = &outcome {
-        let dir = env.diagnostics("harness-up");
-        eprintln!("harness: {e:#}; diagnostics in {}", dir.display());
     }
-    println!("harness: stopping");
-    env.stop();
-    let _ = fs::remove_file(state_dir.join("supervisor.pid"));
-    outcome
 }
 
 /// What is not Ready on each cluster now.

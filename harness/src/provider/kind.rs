@@ -139,19 +139,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     let engine = Engine::ensure(&state_dir)?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kind, Tool::Kubernetes, Tool::Task, Tool::Flux])?;
-    let images = match source {
-        ImageSource::Local => crate::images::ensure_kind_images(&toolchain, &engine)?,
-        ImageSource::Upstream => {
-            let fixture_app = crate::images::ensure_fixture_app(&toolchain)?;
-            engine.ensure_privileged(&fixture_app)?;
-            KindImages {
-                node: String::new(),
-                load: vec![fixture_app],
-                flux_manifest: PathBuf::from(flux_manifest(&toolchain)?),
-                kubeadm_patches: Vec::new(),
-            }
-        }
-    };
+    let images = images(source, &toolchain, &engine)?;
     let stale = remove_stale_clusters(&state_dir)?;
     if !stale.is_empty() {
         eprintln!(
@@ -169,20 +157,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             .collect::<Vec<_>>(),
     )?;
     let kind = toolchain.binary(Tool::Kind, "kind");
-
-    let existing = run(
-        "kind get clusters",
-        duct::cmd!(&kind, "get", "clusters"),
-        Duration::from_secs(60),
-    )?;
-    if let Some(taken) = CLUSTERS
-        .iter()
-        .find(|c| existing.lines().any(|l| l.trim() == **c))
-    {
-        bail!(
-            "a kind cluster named {taken} already exists (not created by this state directory): delete it with `kind delete cluster --name {taken}` and rerun"
-        );
-    }
+    refuse_foreign_clusters(&kind)?;
 
     let running = KindRunning {
         kind,
@@ -215,6 +190,43 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
         "kind-environment-start",
         options,
     )
+}
+
+/// The node image, the images to load and the Flux manifest: built here (`local`), or upstream's
+/// with only the fixture app built here.
+fn images(source: ImageSource, toolchain: &Toolchain, engine: &Engine) -> Result<KindImages> {
+    match source {
+        ImageSource::Local => crate::images::ensure_kind_images(toolchain, engine),
+        ImageSource::Upstream => {
+            let fixture_app = crate::images::ensure_fixture_app(toolchain)?;
+            engine.ensure_privileged(&fixture_app)?;
+            Ok(KindImages {
+                node: String::new(),
+                load: vec![fixture_app],
+                flux_manifest: PathBuf::from(flux_manifest(toolchain)?),
+                kubeadm_patches: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Fails when a kind cluster named like one of ours exists that this state directory did not
+/// create: the harness only ever deletes its own clusters.
+fn refuse_foreign_clusters(kind: &Path) -> Result<()> {
+    let existing = run(
+        "kind get clusters",
+        duct::cmd!(kind, "get", "clusters"),
+        Duration::from_secs(60),
+    )?;
+    if let Some(taken) = CLUSTERS
+        .iter()
+        .find(|c| existing.lines().any(|l| l.trim() == **c))
+    {
+        bail!(
+            "a kind cluster named {taken} already exists (not created by this state directory): delete it with `kind delete cluster --name {taken}` and rerun"
+        );
+    }
+    Ok(())
 }
 
 /// `kind-configs/<cluster>.yaml`, with the locally built node image and kubeadm patches when the

@@ -60,6 +60,8 @@ struct LocalRunning {
 }
 
 /// Starts both clusters; on failure everything started is stopped and the error names the logs.
+/// Step by step: prerequisites and the served repository (fail fast), tools, a clean state
+/// directory, a port block, then [`bring_up`].
 pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
     // Fail fast, naming everything missing, before anything is built.
     crate::prerequisites::check()?;
@@ -68,108 +70,26 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;
     let toolchain_time = started.elapsed();
-
     let state_dir = options.state_dir.clone();
     super::fresh_state_dir(
         &state_dir,
         &["clusters", "git", "pids", "kubeconfig"].map(String::from),
     )?;
-
-    let ports = match options.port_base {
-        Some(base) => PortBlock::reserve(
-            base,
-            PORTS_PER_ENV,
-            &format!(
-                "stop what uses it (another `harness up`? run `cargo run -p harness -- down`) or choose other ports with --port-base / HARNESS_PORT_BASE (this environment needs {PORTS_PER_ENV} ports from {base})"
-            ),
-        )?,
-        None => PortBlock::first_free(20000, PORTS_PER_ENV)?,
-    };
-    let base = ports.base;
-
     let running = LocalRunning {
         toolchain: toolchain.clone(),
         state_dir: state_dir.clone(),
         git: Mutex::new(None),
         clusters: Mutex::new(Vec::new()),
-        ports,
+        ports: reserve_ports(options)?,
     };
-    let result = (|| -> Result<(PathBuf, crate::gitserver::FixturesRepo, StartReport)> {
-        let (git, fixtures_repo) = GitServer::start(&state_dir.join("git"), &served.dir, base)?;
-        let url = fixtures_repo.url().to_string();
-        *running.git.lock().unwrap() = Some(git);
-
-        let mut per_cluster = Vec::new();
-        let mut phases = Vec::new();
-        let results: Vec<Result<((LocalCluster, Phases), Duration)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = CLUSTERS
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let ports = ClusterPorts {
-                        base: base + 1 + i as u16 * ClusterPorts::LEN,
-                    };
-                    let (toolchain, state_dir) = (&toolchain, &state_dir);
-                    let repo = ServedAt {
-                        served: &served,
-                        url: &url,
-                    };
-                    let kept = &running.clusters;
-                    s.spawn(move || {
-                        let t = Instant::now();
-                        start_cluster(toolchain, name, ports, state_dir, repo, options, kept)
-                            .map(|c| (c, t.elapsed()))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| bail!("cluster start panicked")))
-                .collect()
-        });
-        let mut first_error = None;
-        for r in results {
-            match r {
-                Ok(((cluster, cluster_phases), took)) => {
-                    per_cluster.push((cluster.name.clone(), took));
-                    phases.push((cluster.name.clone(), cluster_phases));
-                    running.clusters.lock().unwrap().push(cluster);
-                }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        let kubeconfig = state_dir.join("kubeconfig");
-        {
-            let clusters = running.clusters.lock().unwrap();
-            let refs: Vec<&KwokCluster> = clusters.iter().map(|c| &c.kwok).collect();
-            fs::write(&kubeconfig, kwok::merged_kubeconfig(&refs, CLUSTERS[0]))?;
-        }
-        if let Some(e) = first_error {
-            let dir = diagnostics::collect(
-                &toolchain.binary(Tool::Kubernetes, "kubectl"),
-                &kubeconfig,
-                &CLUSTERS.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-                &running.log_paths(),
-                "environment-start",
-            );
-            return Err(e.context(format!("diagnostics saved in {}", dir.display())));
-        }
-        let report = StartReport {
-            ports: base..base + PORTS_PER_ENV,
-            toolchain: toolchain_time,
-            total: started.elapsed(),
-            per_cluster,
-            phases,
-        };
-        Ok((kubeconfig, fixtures_repo, report))
-    })();
-    // On error `running` is dropped here, which stops whatever was started (unless retained).
-    let (kubeconfig, fixtures, report) = match result {
+    // On error `running` is dropped by `failed_start`, which stops whatever was started (unless
+    // retained).
+    let (kubeconfig, fixtures, mut report) = match bring_up(&running, &served, options) {
         Ok(ok) => ok,
         Err(e) => return Err(options.failed_start(running, &state_dir.join("kubeconfig"), e)),
     };
+    report.toolchain = toolchain_time;
+    report.total = started.elapsed();
     let env = Environment {
         kubeconfig,
         state_dir,
@@ -180,6 +100,113 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         running: Box::new(running),
     };
     Ok((env, report))
+}
+
+/// The environment's port block: `--port-base` exactly (failing in one line when taken), else the
+/// first free block at or above 20000.
+fn reserve_ports(options: &ProviderOptions) -> Result<PortBlock> {
+    match options.port_base {
+        Some(base) => PortBlock::reserve(
+            base,
+            PORTS_PER_ENV,
+            &format!(
+                "stop what uses it (another `harness up`? run `cargo run -p harness -- down`) or choose other ports with --port-base / HARNESS_PORT_BASE (this environment needs {PORTS_PER_ENV} ports from {base})"
+            ),
+        ),
+        None => PortBlock::first_free(20000, PORTS_PER_ENV),
+    }
+}
+
+/// The git server, both clusters at once ([`start_cluster`]), the merged kubeconfig; on a failure,
+/// diagnostics named in the error. Returns the kubeconfig, the served repository and the report
+/// (its `toolchain` and `total` are the caller's to fill in).
+fn bring_up(
+    running: &LocalRunning,
+    served: &Served,
+    options: &ProviderOptions,
+) -> Result<(PathBuf, crate::gitserver::FixturesRepo, StartReport)> {
+    let state_dir = &running.state_dir;
+    let base = running.ports.base;
+    let (git, fixtures_repo) = GitServer::start(&state_dir.join("git"), &served.dir, base)?;
+    let repo = ServedAt {
+        served,
+        url: fixtures_repo.url(),
+    };
+    *running.git.lock().unwrap() = Some(git);
+    let mut report = StartReport {
+        ports: base..base + PORTS_PER_ENV,
+        toolchain: Duration::ZERO,
+        total: Duration::ZERO,
+        per_cluster: Vec::new(),
+        phases: Vec::new(),
+    };
+    let mut first_error = None;
+    for result in start_clusters(running, repo, options) {
+        match result {
+            Ok(((cluster, phases), took)) => {
+                report.per_cluster.push((cluster.name.clone(), took));
+                report.phases.push((cluster.name.clone(), phases));
+                running.clusters.lock().unwrap().push(cluster);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let kubeconfig = state_dir.join("kubeconfig");
+    {
+        let clusters = running.clusters.lock().unwrap();
+        let refs: Vec<&KwokCluster> = clusters.iter().map(|c| &c.kwok).collect();
+        fs::write(&kubeconfig, kwok::merged_kubeconfig(&refs, CLUSTERS[0]))?;
+    }
+    if let Some(e) = first_error {
+        let dir = diagnostics::collect(
+            &running.toolchain.binary(Tool::Kubernetes, "kubectl"),
+            &kubeconfig,
+            &CLUSTERS.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            &running.log_paths(),
+            "environment-start",
+        );
+        return Err(e.context(format!("diagnostics saved in {}", dir.display())));
+    }
+    Ok((kubeconfig, fixtures_repo, report))
+}
+
+/// Starts every cluster at once, one thread each, on its share of the port block; returns each
+/// cluster's outcome with its start time.
+fn start_clusters(
+    running: &LocalRunning,
+    repo: ServedAt<'_>,
+    options: &ProviderOptions,
+) -> Vec<Result<((LocalCluster, Phases), Duration)>> {
+    std::thread::scope(|s| {
+        let threads: Vec<_> = CLUSTERS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let ports = ClusterPorts {
+                    base: running.ports.base + 1 + i as u16 * ClusterPorts::LEN,
+                };
+                s.spawn(move || {
+                    let t = Instant::now();
+                    start_cluster(
+                        &running.toolchain,
+                        name,
+                        ports,
+                        &running.state_dir,
+                        repo,
+                        options,
+                        &running.clusters,
+                    )
+                    .map(|c| (c, t.elapsed()))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|_| bail!("cluster start panicked")))
+            .collect()
+    })
 }
 
 /// The served repository and the URL Flux clones it from.
