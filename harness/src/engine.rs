@@ -37,9 +37,11 @@ impl Engine {
         let root = nix::unistd::geteuid().is_root();
         let can_install = root && crate::toolchain::on_path("apt-get").is_some();
         if crate::toolchain::on_path("docker").is_none() && !can_install {
-            bail!(
-                "HARNESS_PROVIDER=kind needs a Docker engine, but `docker` is not on PATH: install Docker Engine (https://docs.docker.com/engine/install/) or use HARNESS_PROVIDER=local"
-            );
+            return Err(missing(
+                "a Docker engine",
+                "`docker` is not on PATH".into(),
+                "install Docker Engine (https://docs.docker.com/engine/install/) or use HARNESS_PROVIDER=local".into(),
+            ));
         }
         let engine = Self {
             daemon: Mutex::new(None),
@@ -50,15 +52,23 @@ impl Engine {
             Err(why) => why,
         };
         if let Some(host) = std::env::var_os("DOCKER_HOST").filter(|h| !h.is_empty()) {
-            bail!(
-                "HARNESS_PROVIDER=kind needs a running Docker engine, but none answers at DOCKER_HOST={} ({why}): start that engine, or unset DOCKER_HOST to let the harness (as root) start its own on {SOCKET}",
-                host.to_string_lossy()
-            );
+            return Err(missing(
+                "a running Docker engine",
+                format!(
+                    "none answers at DOCKER_HOST={} ({why})",
+                    host.to_string_lossy()
+                ),
+                format!(
+                    "start that engine, or unset DOCKER_HOST to let the harness (as root) start its own on {SOCKET}"
+                ),
+            ));
         }
         if !root {
-            bail!(
-                "HARNESS_PROVIDER=kind needs a running Docker engine, but `docker info` failed ({why}): start a Docker engine (e.g. `sudo systemctl start docker`), run as root to let the harness start one, or use HARNESS_PROVIDER=local"
-            );
+            return Err(missing(
+                "a running Docker engine",
+                format!("`docker info` failed ({why})"),
+                "start a Docker engine (e.g. `sudo systemctl start docker`), run as root to let the harness start one, or use HARNESS_PROVIDER=local".into(),
+            ));
         }
         crate::system::ensure_packages(&[("dockerd", "docker.io"), ("docker", "docker.io")])?;
         engine.start(false)?;
@@ -173,6 +183,17 @@ impl Drop for Engine {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// [`crate::Error::EngineMissing`] of the kind provider.
+fn missing(needs: &'static str, why: String, fix: String) -> anyhow::Error {
+    crate::Error::EngineMissing {
+        provider: "kind",
+        needs,
+        why,
+        fix,
+    }
+    .into()
 }
 
 /// `Ok` when `docker info` answers within 20 s; otherwise its first line of complaint.

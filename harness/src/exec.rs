@@ -157,7 +157,7 @@ pub fn run(what: &str, expr: duct::Expression, timeout: Duration) -> Result<Stri
     )
     .with_context(|| format!("starting {what}"))?;
     let Some(out) = out else {
-        bail!("{what} did not finish within {timeout:?} (killed)");
+        return Err(crate::Error::timeout(what, timeout).into());
     };
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if out.status.success() {

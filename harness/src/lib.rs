@@ -6,6 +6,7 @@ pub mod assertions;
 pub mod bench;
 pub mod diagnostics;
 pub mod engine;
+pub mod error;
 pub mod exec;
 pub mod fixtures;
 pub mod flux;
@@ -19,6 +20,8 @@ pub mod provider;
 pub mod system;
 pub mod task_runner;
 pub mod toolchain;
+
+pub use error::Error;
 
 /// Root of this checkout (where `Taskfile.yaml` lives): the nearest directory at or above the
 /// current one that holds `Taskfile.yaml` and `harness/Cargo.toml` (cargo runs tests in the

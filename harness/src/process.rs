@@ -324,7 +324,11 @@ pub fn tail(path: &Path, n: usize) -> String {
 pub fn ensure_ports_free(ports: &[u16], fix: &str) -> Result<()> {
     for &port in ports {
         if TcpListener::bind(("127.0.0.1", port)).is_err() {
-            bail!("port 127.0.0.1:{port} is already in use: {fix}");
+            return Err(crate::Error::PortTaken {
+                port,
+                fix: fix.to_string(),
+            }
+            .into());
         }
     }
     Ok(())

@@ -109,11 +109,14 @@ impl TaskRunner {
     ) -> Result<TaskOutput> {
         match self.run_within(args, stdin)? {
             Some(out) => Ok(out),
-            None => anyhow::bail!(
-                "`task {}` did not finish within {:?}; it was killed",
-                args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" "),
-                self.timeout
-            ),
+            None => Err(crate::Error::timeout(
+                format!(
+                    "`task {}`",
+                    args.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(" ")
+                ),
+                self.timeout,
+            )
+            .into()),
         }
     }
 
@@ -173,10 +176,17 @@ mod tests {
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let runner = TaskRunner::new(&script, dir.path()).timeout(Duration::from_secs(2));
-        let e = runner.run(&["flux:logs"]).unwrap_err().to_string();
+        let e = runner.run(&["flux:logs"]).unwrap_err();
         assert_eq!(
-            e,
-            "`task flux:logs` did not finish within 2s; it was killed"
+            crate::error::kind_of(&e),
+            Some(&crate::Error::timeout(
+                "`task flux:logs`",
+                Duration::from_secs(2)
+            ))
+        );
+        assert_eq!(
+            e.to_string(),
+            "`task flux:logs` did not finish within 2s (killed)"
         );
         let pid: u32 = std::fs::read_to_string(&child_pid)
             .unwrap()

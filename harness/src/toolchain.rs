@@ -685,10 +685,11 @@ impl GoCmd {
         let Some(output) =
             crate::exec::bounded(self.expr().stdout_to_stderr(), GO_RUN_BOUND, beat)?
         else {
-            bail!(
-                "`go {shown}` did not finish within {GO_RUN_BOUND:?} in {} (killed)",
-                self.dir.display()
-            );
+            return Err(crate::Error::timeout(
+                format!("`go {shown}` in {}", self.dir.display()),
+                GO_RUN_BOUND,
+            )
+            .into());
         };
         if !output.status.success() {
             bail!(
@@ -709,7 +710,7 @@ impl GoCmd {
             |_| {},
         )?
         else {
-            bail!("`go {shown}` did not finish within {GO_RUN_BOUND:?} (killed)");
+            return Err(crate::Error::timeout(format!("`go {shown}`"), GO_RUN_BOUND).into());
         };
         if !out.status.success() {
             bail!(
@@ -731,7 +732,7 @@ impl GoCmd {
         let shown = self.shown();
         let Some(out) = crate::exec::bounded(self.expr().stdout_capture(), GO_RUN_BOUND, |_| {})?
         else {
-            bail!("`go {shown}` did not finish within {GO_RUN_BOUND:?} (killed)");
+            return Err(crate::Error::timeout(format!("`go {shown}`"), GO_RUN_BOUND).into());
         };
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

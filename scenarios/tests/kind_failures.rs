@@ -25,11 +25,20 @@ fn a_cluster_create_past_its_bound_fails_in_one_line_and_leaves_nothing() {
         .retain(false);
     let err = match harness::provider::kind::start(&options) {
         Ok(_) => panic!("both kind clusters were created within 10 s"),
-        Err(e) => format!("{e:#}"),
+        Err(e) => e,
     };
+    assert!(
+        matches!(
+            harness::error::kind_of(&err),
+            Some(harness::Error::Timeout { bound, .. }) if *bound == Duration::from_secs(10)
+        ),
+        "not a timeout of 10 s: {err:#}"
+    );
+    let err = format!("{err:#}");
     assert!(!err.contains('\n'), "not one line: {err}");
     assert!(
-        err.contains("creating kind cluster infra (bounded by --create-timeout; last line of ")
+        err.contains("creating kind cluster ")
+            && err.contains(" (bounded by --create-timeout; last line of ")
             && err.contains("did not finish within 10s (killed)"),
         "{err}"
     );

@@ -60,10 +60,13 @@ pub fn require_docker_engine() -> Result<()> {
         Ok(())
     }) {
         let why = format!("{e:#}").replace('\n', " ");
-        bail!(
-            "HARNESS_PROVIDER=k3s needs a running Docker engine, but none answered at {} ({why}): start a Docker engine (e.g. `sudo systemctl start docker`), point DOCKER_HOST at one, or use HARNESS_PROVIDER=local",
-            docker_host()
-        );
+        return Err(crate::Error::EngineMissing {
+            provider: "k3s",
+            needs: "a running Docker engine",
+            why: format!("none answered at {} ({why})", docker_host()),
+            fix: "start a Docker engine (e.g. `sudo systemctl start docker`), point DOCKER_HOST at one, or use HARNESS_PROVIDER=local".into(),
+        }
+        .into());
     }
     Ok(())
 }
