@@ -11,6 +11,29 @@ pub fn root() -> PathBuf {
         .join("harness-diagnostics")
 }
 
+/// What is saved of each cluster: file name and kubectl arguments.
+const QUERIES: [(&str, &[&str]); 4] = [
+    (
+        "flux-objects.yaml",
+        &[
+            "get",
+            "kustomizations,helmreleases,gitrepositories,helmcharts",
+            "-A",
+            "-o",
+            "yaml",
+        ],
+    ),
+    (
+        "events.txt",
+        &["get", "events", "-A", "--sort-by=.lastTimestamp"],
+    ),
+    ("pods.txt", &["get", "pods,deployments", "-A", "-o", "wide"]),
+    (
+        "flux-status.txt",
+        &["get", "kustomizations,helmreleases,gitrepositories", "-A"],
+    ),
+];
+
 /// Collects the state of every cluster plus the given log files/directories; returns the directory.
 /// Never fails: whatever cannot be collected is noted in `errors.txt`.
 pub fn collect(
@@ -20,67 +43,10 @@ pub fn collect(
     logs: &[PathBuf],
     label: &str,
 ) -> PathBuf {
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S").to_string();
-    let safe: String = label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let dir = root().join(format!("{safe}-{stamp}"));
-    let _ = fs::create_dir_all(&dir);
+    let dir = new_dir(label);
     let mut errors = String::new();
     for cluster in clusters {
-        let queries: [(&str, Vec<&str>); 4] = [
-            (
-                "flux-objects.yaml",
-                vec![
-                    "get",
-                    "kustomizations,helmreleases,gitrepositories,helmcharts",
-                    "-A",
-                    "-o",
-                    "yaml",
-                ],
-            ),
-            (
-                "events.txt",
-                vec!["get", "events", "-A", "--sort-by=.lastTimestamp"],
-            ),
-            (
-                "pods.txt",
-                vec!["get", "pods,deployments", "-A", "-o", "wide"],
-            ),
-            (
-                "flux-status.txt",
-                vec!["get", "kustomizations,helmreleases,gitrepositories", "-A"],
-            ),
-        ];
-        for (file, args) in queries {
-            let out = duct::cmd(kubectl, &args)
-                .env("KUBECONFIG", kubeconfig)
-                .before_spawn({
-                    let cluster = cluster.clone();
-                    move |cmd| {
-                        cmd.arg(format!("--context={cluster}"))
-                            .arg("--request-timeout=10s");
-                        Ok(())
-                    }
-                })
-                .stderr_to_stdout()
-                .stdout_capture()
-                .unchecked()
-                .run();
-            match out {
-                Ok(out) => {
-                    let _ = fs::write(dir.join(format!("{cluster}-{file}")), out.stdout);
-                }
-                Err(e) => errors.push_str(&format!("{cluster} {file}: {e}\n")),
-            }
-        }
+        save_cluster(kubectl, kubeconfig, cluster, &dir, &mut errors);
     }
     for log in logs {
         let dest = dir.join("logs").join(log.file_name().unwrap_or_default());
@@ -98,4 +64,103 @@ pub fn collect(
         let _ = fs::write(dir.join("errors.txt"), errors);
     }
     dir
+}
+
+/// `<root>/<label>-<time>/`, created; the label reduced to letters, digits and '-'.
+fn new_dir(label: &str) -> PathBuf {
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S").to_string();
+    let safe: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let dir = root().join(format!("{safe}-{stamp}"));
+    let _ = fs::create_dir_all(&dir);
+    dir
+}
+
+/// Every [`QUERIES`] of `cluster` into `<dir>/<cluster>-<file>`, each bounded; failures go to `errors`.
+fn save_cluster(kubectl: &Path, kubeconfig: &Path, cluster: &str, dir: &Path, errors: &mut String) {
+    for (file, args) in QUERIES {
+        let context = format!("--context={cluster}");
+        let mut full = vec![context.as_str(), "--request-timeout=10s"];
+        full.extend(args);
+        let out = crate::exec::bounded(
+            duct::cmd(kubectl, &full)
+                .env("KUBECONFIG", kubeconfig)
+                .stderr_to_stdout()
+                .stdout_capture()
+                .stdin_null(),
+            std::time::Duration::from_secs(30),
+            |_| {},
+        );
+        match out {
+            Ok(Some(out)) => {
+                let _ = fs::write(dir.join(format!("{cluster}-{file}")), out.stdout);
+            }
+            Ok(None) => errors.push_str(&format!("{cluster} {file}: no answer within 30s\n")),
+            Err(e) => errors.push_str(&format!("{cluster} {file}: {e}\n")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each cluster's queries land in `<cluster>-<file>` (run with its context), logs are copied,
+    /// and what cannot be read is listed in errors.txt instead of failing.
+    #[test]
+    fn saves_every_query_per_cluster_and_notes_what_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let kubectl = dir.path().join("kubectl");
+        fs::write(&kubectl, "#!/bin/sh\necho \"$*\"\n").unwrap();
+        fs::set_permissions(
+            &kubectl,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let logs = dir.path().join("flux");
+        fs::create_dir_all(&logs).unwrap();
+        fs::write(logs.join("helm-controller.log"), "a line").unwrap();
+        let missing = dir.path().join("gone.log");
+        let out = collect(
+            &kubectl,
+            &dir.path().join("kubeconfig"),
+            &["apps".to_string()],
+            &[logs, missing.clone()],
+            "unit test/diagnostics",
+        );
+        assert!(out.starts_with(root()));
+        assert!(
+            out.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("unit_test_diagnostics-")
+        );
+        let events = fs::read_to_string(out.join("apps-events.txt")).unwrap();
+        assert_eq!(
+            events.trim(),
+            "--context=apps --request-timeout=10s get events -A --sort-by=.lastTimestamp"
+        );
+        assert_eq!(QUERIES.len(), 4);
+        for (file, _) in QUERIES {
+            assert!(out.join(format!("apps-{file}")).is_file(), "{file}");
+        }
+        assert_eq!(
+            fs::read_to_string(out.join("logs/flux/helm-controller.log")).unwrap(),
+            "a line"
+        );
+        let errors = fs::read_to_string(out.join("errors.txt")).unwrap();
+        assert!(
+            errors.starts_with(&format!("{}: ", missing.display())),
+            "{errors}"
+        );
+        let _ = fs::remove_dir_all(out);
+    }
 }

@@ -78,6 +78,8 @@ impl KwokCluster {
             format!("{}{extra_config}", kwokctl_config(toolchain, ports)),
         )?;
         let kwokctl_kubeconfig = workdir.join("kwokctl-kubeconfig.yaml");
+        // Not `exec::bounded`: kwokctl starts the cluster's etcd and control plane, which must
+        // outlive it (a group kill would take them down); `--timeout 4m` bounds it instead.
         let out = duct::cmd!(
             toolchain.binary(Tool::Kwok, "kwokctl"),
             "--name",
@@ -120,31 +122,35 @@ impl KwokCluster {
             );
         }
         fs::write(&cluster.kubeconfig, cluster.kubeconfig_yaml())?;
+        cluster.wait_ready(toolchain)?;
+        Ok(cluster)
+    }
+
+    /// Waits (90 s) until the API server answers `/readyz` with `ok`, failing at once when etcd or
+    /// kube-apiserver has died.
+    fn wait_ready(&self, toolchain: &Toolchain) -> Result<()> {
+        let kubectl = toolchain.binary(Tool::Kubernetes, "kubectl");
         process::wait_for(
-            &format!("cluster {name} API server to be ready"),
+            &format!("cluster {} API server to be ready", self.name),
             Duration::from_secs(90),
             || {
-                cluster.ensure_running()?;
-                let ok = duct::cmd!(
-                    toolchain.binary(Tool::Kubernetes, "kubectl"),
-                    "--kubeconfig",
-                    &cluster.kubeconfig,
-                    "get",
-                    "--raw",
-                    "/readyz",
-                    "--request-timeout=5s"
-                )
-                .stdout_capture()
-                .stderr_null()
-                .unchecked()
-                .run()?;
-                Ok(
-                    (ok.status.success() && String::from_utf8_lossy(&ok.stdout).trim() == "ok")
-                        .then_some(()),
-                )
+                self.ensure_running()?;
+                let ready = crate::exec::run(
+                    "kubectl get --raw /readyz",
+                    duct::cmd!(
+                        &kubectl,
+                        "--kubeconfig",
+                        &self.kubeconfig,
+                        "get",
+                        "--raw",
+                        "/readyz",
+                        "--request-timeout=5s"
+                    ),
+                    Duration::from_secs(10),
+                );
+                Ok(ready.is_ok_and(|out| out == "ok").then_some(()))
             },
-        )?;
-        Ok(cluster)
+        )
     }
 
     pub fn name(&self) -> &str {

@@ -252,51 +252,65 @@ impl Cgi {
             }
         };
         let status = head.status();
-        let (mut sender, body) = Channel::<Bytes, io::Error>::new(4);
+        let (sender, body) = Channel::<Bytes, io::Error>::new(4);
         let mut response = Response::new(body.boxed());
         *response.status_mut() = status;
         *response.headers_mut() = head.headers;
 
-        let entry = entry.clone();
-        tokio::spawn(async move {
-            let mut problem = None;
-            let mut buf = vec![0; 64 * 1024];
-            loop {
-                match stdout.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if sender
-                            .send_data(Bytes::copy_from_slice(&buf[..n]))
-                            .await
-                            .is_err()
-                        {
-                            problem = Some("the client went away".to_string());
-                            let _ = child.start_kill();
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        problem = Some(format!("reading the CGI's output: {e}"));
-                        let _ = child.start_kill();
+        let cgi = Backend {
+            child,
+            stderr,
+            feeder,
+        };
+        tokio::spawn(self.stream(stdout, sender, cgi, entry.clone(), status));
+        Ok(response)
+    }
+
+    /// Streams the CGI's body to the client, then logs the request. A body cut off by a failing
+    /// CGI is aborted, so that the client does not take it for a whole one.
+    async fn stream(
+        self: Arc<Self>,
+        mut stdout: BufReader<tokio::process::ChildStdout>,
+        mut sender: http_body_util::channel::Sender<Bytes, io::Error>,
+        mut cgi: Backend,
+        entry: Entry,
+        status: StatusCode,
+    ) {
+        let mut problem = None;
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            match stdout.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    if sender
+                        .send_data(Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        problem = Some("the client went away".to_string());
+                        let _ = cgi.child.start_kill();
                         break;
                     }
                 }
+                Err(e) => {
+                    problem = Some(format!("reading the CGI's output: {e}"));
+                    let _ = cgi.child.start_kill();
+                    break;
+                }
             }
-            let (exited_ok, why) = outcome(&mut child, stderr, feeder).await;
-            if problem.is_some() || (!exited_ok && status.is_success()) {
-                // The client must not take a cut-off body for a whole one.
-                sender.abort(io::Error::other("the git http-backend CGI failed"));
-            } else {
-                drop(sender);
-            }
-            let reason = match problem {
-                Some(p) => Some(format!("{p}; {why}")),
-                None if !exited_ok || status.as_u16() >= 400 => Some(why),
-                None => None,
-            };
-            self.log_request(&entry, status, reason.as_deref());
-        });
-        Ok(response)
+        }
+        let (exited_ok, why) = outcome(&mut cgi.child, cgi.stderr, cgi.feeder).await;
+        if problem.is_some() || (!exited_ok && status.is_success()) {
+            sender.abort(io::Error::other("the git http-backend CGI failed"));
+        } else {
+            drop(sender);
+        }
+        let reason = match problem {
+            Some(p) => Some(format!("{p}; {why}")),
+            None if !exited_ok || status.as_u16() >= 400 => Some(why),
+            None => None,
+        };
+        self.log_request(&entry, status, reason.as_deref());
     }
 
     /// `git http-backend` with the CGI environment of `req` (nothing inherited but PATH and HOME).
@@ -482,6 +496,13 @@ async fn read_capped(mut from: impl AsyncRead + Unpin, cap: u64) -> Vec<u8> {
     let _ = (&mut from).take(cap).read_to_end(&mut kept).await;
     let _ = tokio::io::copy(&mut from, &mut tokio::io::sink()).await;
     kept
+}
+
+/// A running `git http-backend`: the process, its stderr being read, its stdin being fed.
+struct Backend {
+    child: Child,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+    feeder: tokio::task::JoinHandle<io::Result<()>>,
 }
 
 /// Waits for the CGI; `(exited 0 and the request body went in, what happened)`.
