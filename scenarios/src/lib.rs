@@ -8,6 +8,10 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use harness::fixtures::{FLUX_SYSTEM_LAYOUT, Layout};
+
+pub mod cleanup;
+pub mod flux_state;
+pub mod output;
 use harness::provider::{Environment, ProviderKind, ProviderOptions};
 
 static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();

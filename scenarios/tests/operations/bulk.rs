@@ -1,0 +1,132 @@
+//! NAMESPACE-wide suspend/resume, suspend-all / resume-all, and their confirmation.
+
+use super::prelude::*;
+
+/// `NAMESPACE=business` without APP suspends every Kustomization/HelmRelease there (the
+/// HelmReleases odoo and whoami, and in the app-namespace layout their Kustomizations) and nothing
+/// outside it (in the first layout the Kustomizations odoo/whoami live in flux-system); resume
+/// brings them back to Ready.
+#[tokio::test]
+async fn namespace_wide_suspend_and_resume() {
+    scenario("namespace-suspend-resume-business", |env| async move {
+        let _writing = writing().await;
+        let _odoo = exclusive("odoo").await;
+        let _whoami = exclusive("whoami").await;
+        let apps = env.client("apps").await?;
+        let hr = Kind::HelmRelease.resource();
+
+        let out = env
+            .task()
+            .run(&["flux:suspend", "NAMESPACE=business", "CLUSTER=apps"])?;
+        ok(&out)?;
+        // The fixtures' objects (other scenarios' own objects live in ops-* namespaces).
+        for (kind, obj) in ks_and_hr(&apps).await? {
+            let (ns, name) = ns_name(&obj);
+            if ns != "business" && ns != "flux-system" {
+                continue;
+            }
+            let want = ns == "business";
+            anyhow::ensure!(
+                is_suspended(&obj) == want,
+                "{kind:?} {ns}/{name}: suspended={} after suspending namespace business:\n{}",
+                is_suspended(&obj),
+                out.transcript()
+            );
+        }
+        for name in ["odoo", "whoami"] {
+            anyhow::ensure!(
+                assertions::get(&apps, &hr, "business", name)
+                    .await
+                    .map(|o| is_suspended(&o))?,
+                "HelmRelease business/{name} not suspended"
+            );
+        }
+
+        let out = env
+            .task()
+            .run(&["flux:resume", "NAMESPACE=business", "CLUSTER=apps"])?;
+        ok(&out)?;
+        for name in ["odoo", "whoami"] {
+            assertions::wait_resumed(&apps, &hr, "business", name, SETTLE).await?;
+        }
+
+        Ok(())
+    })
+    .await;
+}
+
+/// `task --yes flux:suspend-all CLUSTER=infra` suspends every Kustomization and HelmRelease of
+/// infra and changes nothing on apps; `resume-all` without --yes refuses (no TTY) and changes
+/// nothing; `task --yes flux:resume-all` brings every object back to Ready.
+#[tokio::test]
+async fn suspend_all_and_resume_all_with_yes() {
+    scenario("suspend-all-resume-all-infra", |env| async move {
+        // Alone: asserts that nothing changed on apps.
+        let _alone = alone().await;
+        let infra = env.client("infra").await?;
+        let before = Settled::read(env).await?;
+        let objects = ks_and_hr(&infra).await?;
+        anyhow::ensure!(objects.len() >= 4, "infra has only {} ks/hr", objects.len());
+
+        let out = env
+            .task()
+            .run(&["--yes", "flux:suspend-all", "CLUSTER=infra"])?;
+        ok(&out)?;
+        for (kind, obj) in ks_and_hr(&infra).await? {
+            let (ns, name) = ns_name(&obj);
+            anyhow::ensure!(
+                is_suspended(&obj),
+                "{kind:?} {ns}/{name} not suspended after suspend-all:\n{}",
+                out.transcript()
+            );
+        }
+        before.unchanged_on(env, "apps").await?;
+
+        // Without --yes (and with an answer on stdin, which is still no TTY): refused, no change.
+        let mid = Settled::read(env).await?;
+        let out = env
+            .task()
+            .run_with_stdin(&["flux:resume-all", "CLUSTER=infra"], Some("y\n"))?;
+        anyhow::ensure!(
+            !out.success(),
+            "resume-all without --yes ran:\n{}",
+            out.transcript()
+        );
+        ensure_contains(&out, &["--yes"])?;
+        mid.unchanged(env).await?;
+
+        let out = env
+            .task()
+            .run(&["--yes", "flux:resume-all", "CLUSTER=infra"])?;
+        ok(&out)?;
+        for (kind, obj) in ks_and_hr(&infra).await? {
+            let (ns, name) = ns_name(&obj);
+            assertions::wait_resumed(&infra, &kind.resource(), &ns, &name, SETTLE).await?;
+        }
+        before.unchanged_on(env, "apps").await?;
+        Ok(())
+    })
+    .await;
+}
+
+/// Without `--yes` and without a TTY the bulk suspend refuses, even with `y` on stdin: exit ≠ 0,
+/// go-task names `--yes`, and no Flux object changes on either cluster.
+#[rstest]
+#[case::suspend_all_infra(&["flux:suspend-all", "CLUSTER=infra"], None)]
+#[case::suspend_all_apps_answer_on_stdin(&["flux:suspend-all", "CLUSTER=apps"], Some("y\n"))]
+#[case::suspend_all_namespace(&["flux:suspend-all", "NAMESPACE=business", "CLUSTER=apps"], None)]
+#[tokio::test]
+async fn bulk_suspend_refuses_without_yes(#[case] args: &[&str], #[case] stdin: Option<&str>) {
+    scenario(
+        &format!("bulk-refuses-{}", args.join("-")),
+        |env| async move {
+            let _alone = alone().await;
+            let before = Settled::read(env).await?;
+            let out = env.task().run_with_stdin(args, stdin)?;
+            anyhow::ensure!(!out.success(), "ran without --yes:\n{}", out.transcript());
+            ensure_contains(&out, &["--yes"])?;
+            before.unchanged(env).await
+        },
+    )
+    .await;
+}

@@ -1,0 +1,150 @@
+//! Suspend and resume again (idempotent), and a resume whose release then fails.
+
+use super::prelude::*;
+
+/// Suspending a suspended app and resuming a resumed one succeed and leave the same state (the
+/// app's objects from the served layout's description).
+#[rstest]
+#[case::gatus_infra(Role::Gatus)]
+#[case::second_release_apps(Role::SecondRelease)]
+#[tokio::test]
+async fn suspend_and_resume_are_idempotent(#[case] role: Role) {
+    scenario(&format!("idempotent-{role:?}"), |env| async move {
+        let (cluster, app) = layout(env)?.app(role);
+        let objects = layout(env)?.objects_of(cluster, app);
+        let _writing = writing().await;
+        let _app = exclusive(app).await;
+        let client = env.client(cluster).await?;
+        let vars = [format!("APP={app}"), format!("CLUSTER={cluster}")];
+        for round in 1..=2 {
+            let out = env.task().run(&["flux:suspend", &vars[0], &vars[1]])?;
+            anyhow::ensure!(
+                out.success(),
+                "suspend #{round} failed:\n{}",
+                out.transcript()
+            );
+            for o in &objects {
+                let obj = assertions::get(&client, &o.kind.resource(), o.namespace, app).await?;
+                anyhow::ensure!(
+                    is_suspended(&obj),
+                    "{:?} {}/{app} not suspended after suspend #{round}",
+                    o.kind,
+                    o.namespace
+                );
+            }
+        }
+        for round in 1..=2 {
+            let out = env.task().run(&["flux:resume", &vars[0], &vars[1]])?;
+            anyhow::ensure!(
+                out.success(),
+                "resume #{round} failed:\n{}",
+                out.transcript()
+            );
+            for o in &objects {
+                assertions::wait_resumed(&client, &o.kind.resource(), o.namespace, app, SETTLE)
+                    .await
+                    .with_context(|| format!("after resume #{round}"))?;
+            }
+        }
+        Ok(())
+    })
+    .await;
+}
+
+/// A release that cannot become Ready (values the API server rejects): suspend succeeds, resume
+/// fails although `flux resume` itself exits 0, naming the object and its Ready message.
+#[tokio::test]
+async fn resume_of_a_failing_release_fails() {
+    scenario("failing-release-resume", |env| async move {
+        let _writing = writing().await;
+        let apps = env.client("apps").await?;
+        let ns = "ops-failing";
+        let name = "ops-broken";
+        let hr = Kind::HelmRelease.resource();
+        Created::on(&apps)
+            .namespace(ns)
+            .object(
+                &harness::flux::helmcharts(),
+                "flux-system",
+                &format!("{ns}-{name}"),
+            )
+            .object(&hr, ns, name)
+            .around(async {
+                harness::apply::apply_yaml(
+                    &apps,
+                    &format!(
+                        r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+---
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: {name}
+  namespace: {ns}
+spec:
+  interval: 1h
+  timeout: 20s
+  chart:
+    spec:
+      chart: ./fixtures-charts/odoo
+      interval: 1h
+      sourceRef:
+        kind: GitRepository
+        name: flux-system
+        namespace: flux-system
+  install:
+    timeout: 20s
+    remediation:
+      retries: 0
+  values:
+    # Renders, but the API server rejects a Deployment with negative replicas: install fails.
+    replicaCount: -1
+"#
+                    ),
+                )
+                .await?;
+                assertions::wait_until(
+                    &apps,
+                    &hr,
+                    ns,
+                    name,
+                    "Ready=False",
+                    Duration::from_secs(60),
+                    |o| assertions::condition(o, "Ready").is_some_and(|c| c.status == "False"),
+                )
+                .await?;
+                let task = env.task().timeout(Duration::from_secs(100));
+                let out = task.run(&["flux:suspend", &format!("APP={name}"), "CLUSTER=apps"])?;
+                ok(&out)?;
+                anyhow::ensure!(
+                    is_suspended(&assertions::get(&apps, &hr, ns, name).await?),
+                    "not suspended"
+                );
+                let out = task.run(&["flux:resume", &format!("APP={name}"), "CLUSTER=apps"])?;
+                anyhow::ensure!(
+                    !out.success(),
+                    "resume of a failing release succeeded:\n{}",
+                    out.transcript()
+                );
+                ensure_contains(
+                    &out,
+                    &[&format!(
+                        "✗ HelmRelease {ns}/{name} resumed on apps but is not Ready"
+                    )],
+                )?;
+                let obj = assertions::get(&apps, &hr, ns, name).await?;
+                anyhow::ensure!(!is_suspended(&obj), "still suspended after resume");
+                anyhow::ensure!(
+                    !is_ready(&obj),
+                    "the broken release is Ready: {}",
+                    assertions::describe(&obj)
+                );
+                Ok(())
+            })
+            .await
+    })
+    .await;
+}
