@@ -60,6 +60,7 @@ impl Sandbox {
         let state = dir.path().join("state");
         fs::create_dir_all(&bin).unwrap();
         fs::create_dir_all(&state).unwrap();
+        fs::create_dir_all(dir.path().join("tmp")).unwrap();
         for tool in ["flux", "kubectl"] {
             let target = bin.join(tool);
             fs::copy(data_dir().join("standins").join(tool), &target).unwrap();
@@ -86,6 +87,10 @@ impl Sandbox {
             .env("KUBECONFIG", &kubeconfig)
             .env("STANDIN_LOG", dir.path().join("calls.log"))
             .env("STANDIN_STATE", &state)
+            // the script's tool-version cache, one per sandbox (its stand-ins are new binaries)
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            // the script's temporary files, to prove it removes them on every path
+            .env("TMPDIR", dir.path().join("tmp"))
             .env("GITOPS_DIR", harness::repo_root().join("fixtures/gitops"));
         Sandbox { dir, runner }
     }
@@ -122,10 +127,24 @@ impl Sandbox {
     fn marker(&self) -> PathBuf {
         self.dir.path().join("injected")
     }
+
+    /// The script removed every temporary file it made (TMPDIR is the sandbox's).
+    fn assert_no_temp_left(&self) {
+        let left: Vec<_> = fs::read_dir(self.dir.path().join("tmp"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    }
 }
 
-/// Calls that change a cluster.
+/// Calls that change a cluster. (The suspend's `kubectl patch -f -` starts before the list it acts
+/// on and reads its objects from stdin, logged after ` <<< `: handed none, it writes nothing.)
 fn is_write(call: &str) -> bool {
+    if call.ends_with(" <<< ") {
+        return false;
+    }
     let w: Vec<&str> = call.split_whitespace().collect();
     match w.first() {
         Some(&"flux") => matches!(w.get(1), Some(&"suspend" | &"resume" | &"reconcile")),
@@ -214,36 +233,36 @@ fn gitops() -> String {
 }
 
 #[rstest]
-// AC3: Kustomization first, then the HelmRelease in its own namespace.
+// AC3: Kustomization first, then the HelmRelease in its own namespace: one list (the cluster's first
+// request, within the preflight's 5 s) and one merge patch of both, in that order (`<<<`: the objects
+// kubectl reads from stdin), whose response is the read-back.
 #[case::suspend_app(&["flux:suspend", "APP=odoo", "CLUSTER=apps"], &[
-    "flux suspend kustomization odoo -n flux-system --context apps",
-    "kubectl --context apps --request-timeout=30s -n flux-system get kustomizations.kustomize.toolkit.fluxcd.io odoo -o jsonpath={.spec.suspend}",
-    "flux suspend helmrelease odoo -n business --context apps",
-    "-n business get helmreleases.helm.toolkit.fluxcd.io odoo -o jsonpath={.spec.suspend}",
-], &[], true)]
+    "kubectl --context apps --request-timeout=5s get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io -A --field-selector metadata.name=odoo -o jsonpath=",
+    "kubectl --context apps patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath={.kind}{\"|\"}{.metadata.namespace}{\"|\"}{.metadata.name}{\"|\"}{.spec.suspend}{\"\\n\"} <<< Kustomization flux-system/odoo, HelmRelease business/odoo",
+], &["flux suspend", "config get-contexts", "/readyz", "jsonpath={.spec.suspend}"], true)]
 #[case::suspend_default_cluster(&["flux:suspend", "APP=gatus"], &[
-    "flux suspend kustomization gatus -n flux-system --context infra",
-    "flux suspend helmrelease gatus -n observability --context infra",
-], &[], true)]
-#[case::suspend_alias(&["f:suspend", "APP=gatus", "CLUSTER=infra"], &["flux suspend kustomization gatus -n flux-system --context infra"], &[], true)]
+    "kubectl --context infra patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath=",
+    " <<< Kustomization flux-system/gatus, HelmRelease observability/gatus",
+], &[], false)]
+#[case::suspend_alias(&["f:suspend", "APP=gatus", "CLUSTER=infra"], &["kubectl --context infra patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath="], &[], true)]
 #[case::suspend_type_hr(&["flux:suspend", "APP=odoo", "TYPE=hr", "CLUSTER=apps"], &[
-    "get helmreleases.helm.toolkit.fluxcd.io -A --field-selector metadata.name=odoo",
-    "flux suspend helmrelease odoo -n business --context apps",
-], &["flux suspend kustomization"], true)]
+    "get helmreleases.v2.helm.toolkit.fluxcd.io -A --field-selector metadata.name=odoo",
+    "patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath={.kind}{\"|\"}{.metadata.namespace}{\"|\"}{.metadata.name}{\"|\"}{.spec.suspend}{\"\\n\"} <<< HelmRelease business/odoo",
+], &["Kustomization flux-system/odoo"], true)]
 #[case::suspend_namespace(&["flux:suspend", "NAMESPACE=business", "CLUSTER=apps"], &[
-    "get kustomizations.kustomize.toolkit.fluxcd.io,helmreleases.helm.toolkit.fluxcd.io -n business -o jsonpath=",
-    "flux suspend helmrelease odoo -n business --context apps",
-    "flux suspend helmrelease whoami -n business --context apps",
-], &["flux suspend kustomization"], true)]
+    "get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io -n business -o jsonpath=",
+    " <<< HelmRelease business/odoo, HelmRelease business/whoami",
+], &["Kustomization flux-system"], true)]
 #[case::suspend_app_in_namespace(&["flux:suspend", "APP=dup", "NAMESPACE=team-b", "CLUSTER=apps"], &[
     "-n team-b --field-selector metadata.name=dup",
-    "flux suspend helmrelease dup -n team-b --context apps",
-], &["-n team-a --context"], true)]
+    " <<< HelmRelease team-b/dup",
+], &["team-a"], true)]
+// HelmRelease first; each resume is followed by one read of spec.suspend, Ready and its message.
 #[case::resume_app(&["flux:resume", "APP=odoo", "CLUSTER=apps"], &[
     "flux resume helmrelease odoo -n business --context apps",
-    "odoo -o jsonpath={.spec.suspend}",
-    "odoo -o jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    "-n business get helmreleases.v2.helm.toolkit.fluxcd.io odoo -o jsonpath={.spec.suspend}{\"|\"}{.status.conditions[?(@.type==\"Ready\")].status}{\"|\"}{.status.conditions[?(@.type==\"Ready\")].message}",
     "flux resume kustomization odoo -n flux-system --context apps",
+    "-n flux-system get kustomizations.v1.kustomize.toolkit.fluxcd.io odoo -o jsonpath={.spec.suspend}{\"|\"}{.status.conditions[?(@.type==\"Ready\")].status}",
 ], &[], true)]
 #[case::resume_nowait(&["flux:resume", "APP=gatus", "WAIT=false"], &[
     "flux resume helmrelease gatus -n observability --context infra --timeout 5m --wait=false",
@@ -254,17 +273,20 @@ fn gitops() -> String {
     "flux reconcile helmrelease odoo -n business --with-source --context apps --timeout 20s",
 ], &[], true)]
 // AC4: reconcile now, with the source, and report the outcome.
+// The Kustomization's spec.suspend comes from the resolver's list made just before; the
+// HelmRelease's is read after the Kustomization's reconcile (which may have changed it).
 #[case::reconcile_app(&["flux:reconcile", "APP=odoo", "CLUSTER=apps"], &[
+    "kubectl --context apps --request-timeout=5s get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io -A --field-selector metadata.name=odoo",
     "flux reconcile kustomization odoo -n flux-system --with-source --context apps",
+    "-n flux-system get kustomizations.v1.kustomize.toolkit.fluxcd.io odoo -o jsonpath={.spec.suspend}{\"|\"}{.status.conditions[?(@.type==\"Ready\")].status}",
+    "-n business get helmreleases.v2.helm.toolkit.fluxcd.io odoo -o jsonpath={.spec.suspend}",
     "flux reconcile helmrelease odoo -n business --with-source --context apps",
-    "-n business get helmreleases.helm.toolkit.fluxcd.io odoo -o jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+    "-n business get helmreleases.v2.helm.toolkit.fluxcd.io odoo -o jsonpath={.spec.suspend}{\"|\"}{.status.conditions[?(@.type==\"Ready\")].status}",
 ], &[], true)]
 #[case::suspend_all(&["--yes", "flux:suspend-all", "CLUSTER=apps"], &[
-    "flux suspend kustomization odoo -n flux-system --context apps",
-    "flux suspend kustomization whoami -n flux-system --context apps",
-    "flux suspend helmrelease odoo -n business --context apps",
-    "flux suspend helmrelease dup -n team-b --context apps",
-], &["--context infra"], true)]
+    "kubectl --context apps patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath=",
+    " <<< Kustomization flux-system/odoo, Kustomization flux-system/whoami, HelmRelease business/odoo, HelmRelease business/whoami, HelmRelease team-a/dup, HelmRelease team-b/dup",
+], &["--context infra"], false)]
 #[case::logs_app(&["flux:logs", "APP=odoo", "CLUSTER=apps", "LEVEL=error", "SINCE=1h", "TAIL=20"], &[
     "flux logs --context apps --level error --since 1h --tail 20 -A --name odoo",
 ], &["--follow"], true)]
@@ -290,17 +312,18 @@ fn gitops() -> String {
 ], &[], true)]
 #[case::events_all_clusters(&["flux:events", "CLUSTER=all"], &["flux events -A --context infra", "flux events -A --context apps"], &[], false)]
 #[case::diff_app(&["flux:diff", "APP=odoo", "CLUSTER=apps"], &[
-    "-n flux-system get kustomizations.kustomize.toolkit.fluxcd.io odoo -o jsonpath={.spec.path}",
+    "-n flux-system get kustomizations.v1.kustomize.toolkit.fluxcd.io odoo -o jsonpath={.spec.path}",
     "flux diff kustomization odoo -n flux-system --path {gitops}/kubernetes/apps/business/odoo/app --progress-bar=false --context apps",
 ], &["flux diff kustomization odoo -n business"], true)]
+// status' lists are each cluster's first request: within the preflight's 5 s, no other probe.
 #[case::status_all(&["flux:status", "CLUSTER=all", "FAILED=true"], &[
-    "kubectl --context infra --request-timeout=30s get kustomizations.kustomize.toolkit.fluxcd.io,helmreleases.helm.toolkit.fluxcd.io,gitrepositories",
-    "kubectl --context apps --request-timeout=30s get kustomizations.kustomize.toolkit.fluxcd.io,helmreleases.helm.toolkit.fluxcd.io,gitrepositories",
-], &[], false)]
+    "kubectl --context infra --request-timeout=5s get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io,gitrepositories",
+    "kubectl --context apps --request-timeout=5s get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io,gitrepositories",
+], &["/readyz", "config get-contexts"], false)]
 #[case::check_all(&["flux:check", "CLUSTER=all"], &["flux check --context infra", "flux check --context apps"], &[], false)]
 #[case::tree_root(&["flux:tree"], &["flux tree kustomization flux-system -n flux-system --context infra"], &[], true)]
 #[case::tree_app(&["flux:tree", "APP=odoo", "CLUSTER=apps"], &[
-    "get kustomizations.kustomize.toolkit.fluxcd.io -A --field-selector metadata.name=odoo",
+    "get kustomizations.v1.kustomize.toolkit.fluxcd.io -A --field-selector metadata.name=odoo",
     "flux tree kustomization odoo -n flux-system --context apps",
 ], &[], true)]
 #[case::trace_resource(&["flux:trace", "RESOURCE=deploy/gatus", "NAMESPACE=observability"], &[
@@ -315,21 +338,24 @@ fn gitops() -> String {
     "flux get alert-providers -A --context infra",
     "flux events -A --types Warning --context infra",
 ], &[], true)]
+// CLUSTER=all fans out after one /readyz per cluster; the lists then take their 30 s.
 #[case::list_suspended(&["flux:list-suspended", "CLUSTER=all"], &[
-    "kubectl --context infra --request-timeout=30s get kustomizations.kustomize.toolkit.fluxcd.io,helmreleases.helm.toolkit.fluxcd.io -A -o jsonpath=",
-    "kubectl --context apps --request-timeout=30s get kustomizations.kustomize.toolkit.fluxcd.io,helmreleases.helm.toolkit.fluxcd.io -A -o jsonpath=",
-], &["flux suspend", "flux resume"], false)]
+    "kubectl --context infra --request-timeout=5s get --raw=/readyz",
+    "kubectl --context apps --request-timeout=5s get --raw=/readyz",
+    "kubectl --context infra --request-timeout=30s get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io -A -o jsonpath=",
+    "kubectl --context apps --request-timeout=30s get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io -A -o jsonpath=",
+], &["flux suspend", "flux resume", " patch "], false)]
 #[case::reconcile_source(&["flux:reconcile-source", "CLUSTER=apps"], &[
     "flux reconcile source git flux-system -n flux-system --context apps",
-    "-n flux-system get gitrepositories.source.toolkit.fluxcd.io flux-system -o jsonpath={.status.artifact.revision}",
+    "-n flux-system get gitrepositories.v1.source.toolkit.fluxcd.io flux-system -o jsonpath={.status.artifact.revision}",
 ], &[], true)]
+// A command that starts with flux: one GET /readyz proves kubeconfig, context and API server.
 #[case::preflight_probes(&["flux:check", "CLUSTER=apps"], &[
     "flux version --client",
     "kubectl version --client",
-    "kubectl config get-contexts -o name",
     "kubectl --context apps --request-timeout=5s get --raw=/readyz",
     "flux check --context apps",
-], &[], false)]
+], &["config get-contexts"], false)]
 fn task_runs_exact_commands(
     #[case] args: &[&str],
     #[case] expected: &[&str],
@@ -355,14 +381,21 @@ fn task_runs_exact_commands(
     assert_every_call_has_context(&out, &calls);
 }
 
-/// The preflight's read-only probes run at once (so their order among themselves is free), but
-/// every one of them, for every target cluster, comes before the task's own first command.
+/// The preflight comes before the task's own first command, and costs (almost) nothing when all is
+/// well: the tool versions are asked once (at once, then cached), and each target cluster's first
+/// request proves kubeconfig, context and API server: a GET /readyz for a command that starts with
+/// flux, the command's own list otherwise. No other probe runs unless that request fails.
 #[rstest]
-#[case::one(&["flux:check", "CLUSTER=apps"], &["apps"], "flux check --context apps")]
-#[case::all(&["flux:status", "CLUSTER=all"], &["infra", "apps"], "kubectl --context infra --request-timeout=30s get ")]
+#[case::one(&["flux:check", "CLUSTER=apps"], &["kubectl --context apps --request-timeout=5s get --raw=/readyz"], "flux check --context apps")]
+#[case::all(&["flux:check", "CLUSTER=all"], &[
+    "kubectl --context infra --request-timeout=5s get --raw=/readyz",
+    "kubectl --context apps --request-timeout=5s get --raw=/readyz",
+], "flux check --context ")]
+#[case::list(&["flux:suspend", "APP=odoo", "CLUSTER=apps"], &[], "kubectl --context apps --request-timeout=5s get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io -A --field-selector metadata.name=odoo")]
+#[case::status_all(&["flux:status", "CLUSTER=all"], &[], "kubectl --context infra --request-timeout=5s get ")]
 fn preflight_probes_come_before_the_command(
     #[case] args: &[&str],
-    #[case] clusters: &[&str],
+    #[case] cluster_probes: &[&str],
     #[case] command: &str,
 ) {
     let sb = Sandbox::new();
@@ -372,13 +405,8 @@ fn preflight_probes_come_before_the_command(
     let mut probes = vec![
         "flux version --client".to_string(),
         "kubectl version --client".to_string(),
-        "kubectl config get-contexts -o name".to_string(),
     ];
-    probes.extend(
-        clusters
-            .iter()
-            .map(|c| format!("kubectl --context {c} --request-timeout=5s get --raw=/readyz")),
-    );
+    probes.extend(cluster_probes.iter().map(|p| p.to_string()));
     let first_command = calls
         .iter()
         .position(|c| c.starts_with(command))
@@ -400,6 +428,55 @@ fn preflight_probes_come_before_the_command(
         "each probe runs once:\n{}",
         calls.join("\n")
     );
+    assert!(
+        !calls.iter().any(|c| c.contains("config get-contexts")
+            || (cluster_probes.is_empty() && c.contains("/readyz"))),
+        "a detailed probe ran although the cluster answered:\n{}",
+        calls.join("\n")
+    );
+}
+
+/// The tool versions are asked once per binary: a second run asks nothing, a binary newer than the
+/// cache is asked again; without XDG_CACHE_HOME and HOME there is no cache and every run asks.
+#[test]
+fn tool_versions_are_asked_once_per_binary() {
+    let versions = |sb: &Sandbox| {
+        sb.calls()
+            .into_iter()
+            .filter(|c| c.ends_with("version --client"))
+            .count()
+    };
+    let run = |sb: &Sandbox| {
+        let _ = fs::remove_file(sb.dir.path().join("calls.log"));
+        let out = sb.run(&["flux:suspend", "APP=odoo", "CLUSTER=apps"]);
+        assert!(out.success(), "{}", out.transcript());
+    };
+    let sb = Sandbox::new();
+    run(&sb);
+    assert_eq!(versions(&sb), 2, "first run: {:?}", sb.calls());
+    sb.assert_no_temp_left();
+    run(&sb);
+    assert_eq!(versions(&sb), 0, "cached: {:?}", sb.calls());
+    // a new flux binary (newer than the cache) is asked again
+    fs::File::options()
+        .write(true)
+        .open(sb.dir.path().join("bin/flux"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    run(&sb);
+    assert_eq!(
+        versions(&sb),
+        2,
+        "after the binary changed: {:?}",
+        sb.calls()
+    );
+
+    let sb = Sandbox::new().env("XDG_CACHE_HOME", "").env("HOME", "");
+    for _ in 0..2 {
+        run(&sb);
+        assert_eq!(versions(&sb), 2, "without a cache: {:?}", sb.calls());
+    }
 }
 
 /// Bulk operations act only on what needs it: resume-all resumes the suspended ones, HelmRelease
@@ -471,8 +548,8 @@ fn bulk_without_tty_refuses(#[case] args: &[&str]) {
     );
 }
 
-/// flux 2.7.5 exits 0 when nothing was suspended / when a resumed release fails: the task checks
-/// the real state and fails.
+/// flux 2.7.5 exits 0 when a resumed release fails: the task checks the real state and fails. The
+/// suspend patch's response is the stored object: a write that did not take (reverted) fails too.
 #[rstest]
 #[case::suspend_noop(&["flux:suspend", "APP=gatus"], "", "is NOT suspended")]
 #[case::resume_not_ready(&["flux:resume", "APP=odoo", "CLUSTER=apps"], "notready", "is not Ready")]
@@ -480,7 +557,7 @@ fn bulk_without_tty_refuses(#[case] args: &[&str]) {
 fn exit_code_follows_real_state(#[case] args: &[&str], #[case] mark: &str, #[case] says: &str) {
     let mut sb = Sandbox::new();
     if mark.is_empty() {
-        sb = sb.env("STANDIN_FLUX_NOOP", "1");
+        sb = sb.env("STANDIN_WRITE_NOOP", "1");
     } else {
         sb.mark("apps", "HelmRelease", "business", "odoo", mark);
     }
@@ -500,6 +577,63 @@ fn exit_code_follows_real_state(#[case] args: &[&str], #[case] mark: &str, #[cas
             sb.calls().join("\n")
         );
     }
+}
+
+/// An object deleted between the list and the patch: the one patch goes on with the others (as one
+/// `flux suspend` per object did), and the task names the missing one and fails.
+#[test]
+fn suspend_of_a_vanished_object_fails_and_suspends_the_rest() {
+    let sb = Sandbox::new().env("STANDIN_PATCH_GONE", "Kustomization flux-system gatus");
+    let out = sb.run(&["flux:suspend", "APP=gatus"]);
+    assert!(!out.success(), "{}", out.transcript());
+    assert!(
+        out.stderr.contains(
+            "✗ Kustomization flux-system/gatus is NOT suspended on infra (spec.suspend='')"
+        ),
+        "{}",
+        out.transcript()
+    );
+    assert!(
+        out.stdout
+            .contains("✓ HelmRelease observability/gatus suspended on infra"),
+        "{}",
+        out.transcript()
+    );
+    let patches = sb
+        .calls()
+        .into_iter()
+        .filter(|c| c.contains(" patch "))
+        .count();
+    assert_eq!(patches, 1, "{:?}", sb.calls());
+}
+
+/// CLUSTER=all with one API server down: a warning names it, the other cluster is still reported,
+/// the failing one is named, and the task fails at the end.
+#[rstest]
+#[case::status(&["flux:status", "CLUSTER=all"], "error: cluster apps: ", "infra    Kustomization")]
+#[case::list_suspended(&["flux:list-suspended", "CLUSTER=all"], "", "[infra] no suspended")]
+#[case::check(&["flux:check", "CLUSTER=all"], "", "[infra] → flux check --context infra")]
+fn all_clusters_with_one_down_reports_the_others(
+    #[case] args: &[&str],
+    #[case] error: &str,
+    #[case] reported: &str,
+) {
+    let sb = Sandbox::new().env("STANDIN_UNREACHABLE", "apps");
+    let out = sb.run(args);
+    assert!(
+        out.stderr.contains(
+            "warning: API server of cluster(s) apps did not answer within 5s — is the cluster up and reachable? try: kubectl --context apps cluster-info"
+        ),
+        "{}",
+        out.transcript()
+    );
+    assert!(out.combined().contains(error), "{}", out.transcript());
+    assert!(out.stdout.contains(reported), "{}", out.transcript());
+    if args[0] != "flux:check" {
+        // (the flux stand-in's `check` does not fail on an unreachable cluster)
+        assert!(!out.success(), "{}", out.transcript());
+    }
+    sb.assert_no_temp_left();
 }
 
 #[rstest]
@@ -548,6 +682,12 @@ fn diff_exit_codes(#[case] rc: &str, #[case] ok: bool, #[case] says: &str) {
 #[case::no_kubeconfig_file(&["flux:suspend", "APP=odoo", "CLUSTER=apps", "KUBECONFIG=/nonexistent"], "KUBECONFIG")]
 #[case::flux_too_old(&["flux:suspend", "APP=odoo", "CLUSTER=apps", "STANDIN_FLUX_VERSION=v2.6.4"], "flux >= 2.7")]
 #[case::api_down(&["flux:suspend", "APP=odoo", "CLUSTER=apps", "STANDIN_UNREACHABLE=apps"], "did not answer within 5s")]
+#[case::api_down_status(&["flux:status", "CLUSTER=apps", "STANDIN_UNREACHABLE=apps"], "API server of cluster(s) apps did not answer within 5s")]
+#[case::api_down_all(&["flux:status", "CLUSTER=all", "STANDIN_UNREACHABLE=infra apps"], "API server of cluster(s) infra apps did not answer")]
+#[case::api_down_check(&["flux:check", "CLUSTER=apps", "STANDIN_UNREACHABLE=apps"], "did not answer within 5s")]
+#[case::api_down_bulk(&["--yes", "flux:suspend-all", "CLUSTER=apps", "STANDIN_UNREACHABLE=apps"], "did not answer within 5s")]
+#[case::context_missing(&["flux:suspend", "APP=odoo", "CLUSTER=apps", "STANDIN_CONTEXTS=infra"], "kube context 'apps' not found")]
+#[case::context_missing_check(&["flux:check", "CLUSTER=apps", "STANDIN_CONTEXTS=infra"], "kube context 'apps' not found")]
 fn bad_input_is_refused(#[case] args: &[&str], #[case] names: &str) {
     let mut sb = Sandbox::new();
     let marker = sb.marker().display().to_string();
@@ -560,6 +700,8 @@ fn bad_input_is_refused(#[case] args: &[&str], #[case] names: &str) {
             sb = sb.env("STANDIN_FLUX_VERSION", v);
         } else if let Some(v) = a.strip_prefix("STANDIN_UNREACHABLE=") {
             sb = sb.env("STANDIN_UNREACHABLE", v);
+        } else if let Some(v) = a.strip_prefix("STANDIN_CONTEXTS=") {
+            sb = sb.env("STANDIN_CONTEXTS", v);
         } else {
             task_args.push(
                 a.replace("{marker}", &marker)
@@ -583,6 +725,7 @@ fn bad_input_is_refused(#[case] args: &[&str], #[case] names: &str) {
     );
     assert!(!Path::new(&marker).exists(), "injected command ran");
     assert_every_call_has_context(&out, &calls);
+    sb.assert_no_temp_left();
 }
 
 /// `--list` and `--summary` need no cluster, no kubeconfig and no flux/kubectl call.

@@ -1,0 +1,270 @@
+# shellcheck shell=bash
+# lib/act.sh — the writes: suspend, resume, reconcile (one app, a namespace, or in bulk after the
+# prompt) and reconcile-source. Every write ends with the real state read from the cluster, and the
+# command fails unless it is what was asked: flux exits 0 on several non-changes.
+
+# Needs lib/common.sh (sourced first by flux-ops.sh; sourced here when this file is used alone).
+# shellcheck source=common.sh
+[[ -n ${KS_RES:-} ]] || source "${BASH_SOURCE[0]%/*}/common.sh"
+
+# The suspend patch is `flux suspend`'s own (a JSON merge patch of spec.suspend, flux v2.7–v2.9,
+# recorded under flux's field manager "flux": the stored object is the same as after flux suspend);
+# kubectl patches the objects of its stdin list one by one, in order, going on after a failed one,
+# and prints each stored object: the write is its own read-back.
+readonly SUSPEND_PATCH='{"spec":{"suspend":true}}'
+# shellcheck disable=SC2016 # jsonpath, not a shell expansion
+readonly PATCHED_JSONPATH='{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.spec.suspend}{"\n"}'
+# spec.suspend|Ready status|Ready message of one object (the message may hold "|": it comes last)
+# shellcheck disable=SC2016 # jsonpath, not a shell expansion
+readonly STATE_JSONPATH='{.spec.suspend}{"|"}{.status.conditions[?(@.type=="Ready")].status}{"|"}{.status.conditions[?(@.type=="Ready")].message}'
+
+# get_field <Kind> <ns> <name> <jsonpath>: out: the field of one object. exit: kubectl's.
+get_field() {
+  kc --request-timeout="$LIST_TIMEOUT" -n "$2" get "$(kind_res "$1")" "$3" -o "jsonpath=$4"
+}
+
+# read_state <Kind> <ns> <name>: one read of an object. out: SUSPEND, READY, MESSAGE ("" if unread).
+read_state() {
+  local got
+  got=$(get_field "$1" "$2" "$3" "$STATE_JSONPATH") || got=""
+  SUSPEND="" READY="" MESSAGE=""
+  [[ $got == *"|"*"|"* ]] || return 0
+  SUSPEND=${got%%|*}
+  got=${got#*|}
+  READY=${got%%|*}
+  MESSAGE=${got#*|}
+}
+
+# The suspend's kubectl patch, started before the list it will act on (patcher_start): its start-up,
+# most of its time, overlaps the list. It reads its objects from stdin and writes nothing until
+# suspend_rows hands them over; when the script ends first, on_exit closes its stdin unfed.
+PATCHER_OUT="" PATCHER_WAIT="" PATCHER_SHELL=""
+
+# patcher_start: starts the patch process (a coprocess; its stderr merged into its output).
+patcher_start() {
+  [[ -z $PATCHER_WAIT ]] || return 0
+  coproc PATCHER { exec kubectl --context "$CLUSTER" patch --field-manager=flux --type=merge -p "$SUSPEND_PATCH" -f - -o "jsonpath=$PATCHED_JSONPATH" 2>&1; }
+  # bash drops the coprocess' variables when it ends: keep its output and pid.
+  exec {PATCHER_OUT}<&"${PATCHER[0]}"
+  PATCHER_WAIT=$PATCHER_PID
+  PATCHER_SHELL=$BASHPID
+}
+
+# patcher_feed <objects>: hands the objects (a YAML stream) to the patch process, if any, and ends
+#   its input. REPLY = everything it printed. exit: 0.
+patcher_feed() {
+  local line input=${PATCHER[1]:-}
+  REPLY=""
+  [[ -n $PATCHER_WAIT ]] || return 0
+  if [[ -n $input ]]; then # (gone when the process ended early)
+    printf '%s' "$1" 2>/dev/null 1>&"$input" || true
+    exec {input}>&-
+  fi
+  while IFS= read -r line <&"$PATCHER_OUT"; do REPLY+=$line$'\n'; done
+  exec {PATCHER_OUT}<&-
+  wait "$PATCHER_WAIT" 2>/dev/null || true
+  PATCHER_WAIT=""
+}
+
+# patcher_stop: ends a patch process that got no objects (it writes nothing); only in the shell
+#   that started it (a subshell cannot end its input). exit: 0.
+patcher_stop() {
+  [[ -z $PATCHER_WAIT || $PATCHER_SHELL != "$BASHPID" ]] || patcher_feed ""
+}
+
+# suspend_rows <rows>: suspends them all with ONE kubectl patch (in the rows' order: Kustomizations
+#   first), and judges each by the object the API server returned.
+#   out: "✓ <Kind> <ns>/<name> suspended on <cluster>" per object; "✗ … is NOT suspended" and
+#   kubectl's own errors on stderr.
+#   exit: 0, or 1 when any is not suspended (a missing object, a rejected or reverted patch).
+suspend_rows() {
+  local kind ns name _s _r api refs="" names="" targets=() got line
+  while IFS='|' read -r kind ns name _s _r; do
+    [[ -z $kind ]] && continue
+    api=$HR_API
+    [[ $kind == Kustomization ]] && api=$KS_API
+    refs+=$'---\n'"apiVersion: $api"$'\n'"kind: $kind"$'\n'"metadata: {name: \"$name\", namespace: \"$ns\"}"$'\n'
+    names+="${names:+, }$kind $ns/$name"
+    targets+=("$kind|$ns|$name")
+  done <<<"$1"
+  if ((${#targets[@]} == 0)); then
+    patcher_stop
+    say "nothing to suspend on cluster $CLUSTER"
+    return 0
+  fi
+  printf '→ kubectl --context %s patch --field-manager=flux --type=merge -p %s -f - -o jsonpath=%s <<< %s\n' \
+    "$CLUSTER" "$SUSPEND_PATCH" "$PATCHED_JSONPATH" "$names" >&2
+  patcher_start
+  patcher_feed "$refs"
+  local patched=$REPLY rc=0 t
+  while IFS= read -r line; do
+    [[ -z $line || $line =~ ^(Kustomization|HelmRelease)\| ]] || printf '%s\n' "$line" >&2
+  done <<<"$patched"
+  for t in "${targets[@]}"; do
+    got=""
+    while IFS= read -r line; do
+      [[ $line == "$t|"* ]] && got=${line#"$t|"}
+    done <<<"$patched"
+    kind=${t%%|*}
+    t=${t#*|}
+    if [[ $got == true ]]; then
+      say "✓ $kind ${t/|//} suspended on $CLUSTER"
+    else
+      say "✗ $kind ${t/|//} is NOT suspended on $CLUSTER (spec.suspend='$got')" >&2
+      rc=1
+    fi
+  done
+  return "$rc"
+}
+
+# resume_one <Kind> <ns> <name>: flux resume (waits for the reconciliation unless WAIT=false), then
+#   one read of the object. exit: 0 when unsuspended (and Ready with WAIT=true), else 1.
+resume_one() {
+  local kind=$1 ns=$2 name=$3 ref="$1 $2/$3" wait_args=()
+  is_true "$WAIT" || wait_args=(--wait=false)
+  run flux resume "$(kind_arg "$kind")" "$name" -n "$ns" --context "$CLUSTER" --timeout "$TIMEOUT" "${wait_args[@]}" || true
+  read_state "$kind" "$ns" "$name"
+  [[ $SUSPEND != true ]] || {
+    say "✗ $ref is still suspended on $CLUSTER" >&2
+    return 1
+  }
+  if is_true "$WAIT"; then
+    if [[ $READY != True ]]; then
+      say "✗ $ref resumed on $CLUSTER but is not Ready (Ready=$READY): $MESSAGE" >&2
+      return 1
+    fi
+    say "✓ $ref resumed on $CLUSTER and Ready"
+  else
+    say "✓ $ref resumed on $CLUSTER"
+  fi
+}
+
+# reconcile_one <Kind> <ns> <name> [spec.suspend as just listed]: refuses a suspended object, else
+#   flux reconcile --with-source (waits up to TIMEOUT), then one read of Ready.
+#   The suspend state comes from the resolver's list when nothing was written since, else it is read.
+#   exit: 0 when Ready, else 1.
+reconcile_one() {
+  local kind=$1 ns=$2 name=$3 ref="$1 $2/$3" suspend
+  if (($# > 3)); then suspend=$4; else suspend=$(get_field "$kind" "$ns" "$name" '{.spec.suspend}' || true); fi
+  if [[ $suspend == true ]]; then
+    say "✗ $ref is suspended on $CLUSTER — resume it first: task flux:resume APP=$name NAMESPACE=$ns CLUSTER=$CLUSTER" >&2
+    return 1
+  fi
+  if ! run flux reconcile "$(kind_arg "$kind")" "$name" -n "$ns" --with-source --context "$CLUSTER" --timeout "$TIMEOUT"; then
+    say "✗ $ref failed to reconcile on $CLUSTER — see: task flux:events APP=$name NAMESPACE=$ns CLUSTER=$CLUSTER" >&2
+    return 1
+  fi
+  read_state "$kind" "$ns" "$name"
+  [[ $READY == True ]] || {
+    say "✗ $ref reconciled on $CLUSTER but is not Ready (Ready=$READY): $MESSAGE" >&2
+    return 1
+  }
+  say "✓ $ref reconciled on $CLUSTER: $MESSAGE"
+}
+
+# act_rows <suspend|resume|reconcile> <rows>: the action on every row, in order.
+#   out: one ✓/✗ line per object, or "nothing to <action>". exit: 0, or 1 if any failed.
+act_rows() {
+  local action=$1 kind ns name s _r rc=0 n=0
+  if [[ $action == suspend ]]; then
+    suspend_rows "$2"
+    return
+  fi
+  while IFS='|' read -r kind ns name s _r; do
+    [[ -z $kind ]] && continue
+    n=$((n + 1))
+    if [[ $action == resume ]]; then
+      resume_one "$kind" "$ns" "$name" </dev/null || rc=1
+    elif ((n == 1)); then
+      reconcile_one "$kind" "$ns" "$name" "$s" </dev/null || rc=1
+    else
+      reconcile_one "$kind" "$ns" "$name" </dev/null || rc=1
+    fi
+  done <<<"$2"
+  ((n > 0)) || say "nothing to $action on cluster $CLUSTER"
+  return "$rc"
+}
+
+# order_for <action>: out: the resolver order of the action (resume: HelmRelease first).
+order_for() { [[ $1 == resume ]] && printf hr-first || printf ks-first; }
+
+# bulk_filter <action>: out: which objects a bulk action touches (suspend-all: the unsuspended;
+#   resume-all: the suspended; reconcile FAILED=true: the failed).
+bulk_filter() {
+  case $1 in
+  suspend) printf unsuspended ;;
+  resume) printf suspended ;;
+  reconcile) printf failed ;;
+  esac
+}
+
+# cmd_act <suspend|resume|reconcile>: APP or NAMESPACE (or FAILED=true for reconcile).
+#   exit: act_rows', or the resolver's.
+cmd_act() {
+  local action=$1 targets
+  [[ $action == suspend ]] && patcher_start
+  if [[ $action == reconcile ]] && is_true "$FAILED"; then
+    targets=$(resolve ks-first failed)
+  else
+    targets=$(resolve "$(order_for "$action")")
+  fi
+  act_rows "$action" "$targets"
+}
+
+# cmd_count <action>: run by the bulk tasks' prompt (a go-task `sh:` variable), before anything is
+#   written. out: how many objects the bulk run would touch, "-" when the run is not a bulk one
+#   (reconcile without FAILED=true), or "!<exit code>" after the preflight or the resolver failed
+#   (their one error line is on stderr already): then there is no prompt, and cmd_bulk exits with
+#   that code. exit: 0.
+cmd_count() {
+  local action=$1 rc=0 out
+  # A subshell, so that its exit code becomes the answer (errexit is off in command substitutions);
+  # its own temporary directory, if it needs one, goes with it (work_dir).
+  out=$(
+    preflight one
+    if [[ $action == reconcile ]] && ! is_true "$FAILED"; then
+      say -
+      exit 0
+    fi
+    targets=$(resolve "$(order_for "$action")" "$(bulk_filter "$action")") || exit $?
+    [[ -n $targets ]] || exit 0
+    mapfile -t lines <<<"$targets"
+    say "${#lines[@]}"
+  ) || rc=$?
+  [[ -n $out ]] || out=0
+  if ((rc != 0)); then say "!$rc"; else say "$out"; fi
+}
+
+# cmd_bulk <action> <count>: after the prompt, every matching object of the cluster (or NAMESPACE).
+#   <count> is cmd_count's answer: "!<code>" ends here with that code (nothing written).
+#   exit: act_rows', or the resolver's, or 2 when APP is combined with a bulk action.
+cmd_bulk() {
+  local action=$1 counted=${2:-} targets
+  [[ $counted =~ ^!([0-9]+)$ ]] && exit "${BASH_REMATCH[1]}"
+  preflight one
+  if [[ $action == reconcile ]] && ! is_true "$FAILED"; then
+    cmd_act reconcile
+    return
+  fi
+  [[ -z $APP ]] || die 2 "APP cannot be combined with a bulk operation — use task flux:$action APP=$APP instead"
+  [[ $action == suspend ]] && patcher_start
+  targets=$(resolve "$(order_for "$action")" "$(bulk_filter "$action")")
+  act_rows "$action" "$targets"
+}
+
+# cmd_reconcile_source: flux reconcile source, then the revision it fetched.
+#   exit: 0, 1 when the source failed to reconcile, 4/5 preflight.
+cmd_reconcile_source() {
+  local ns=${NAMESPACE:-flux-system} got res=gitrepositories.v1.source.toolkit.fluxcd.io
+  prove_clusters
+  run flux reconcile source "$SOURCE_KIND" "$SOURCE" -n "$ns" --context "$CLUSTER" ||
+    die 1 "source $SOURCE_KIND $ns/$SOURCE failed to reconcile on $CLUSTER — see: task flux:events CLUSTER=$CLUSTER NAMESPACE=$ns"
+  case $SOURCE_KIND in
+  oci) res=ocirepositories.v1.source.toolkit.fluxcd.io ;;
+  helm) res=helmrepositories.v1.source.toolkit.fluxcd.io ;;
+  bucket) res=buckets.v1.source.toolkit.fluxcd.io ;;
+  chart) res=helmcharts.v1.source.toolkit.fluxcd.io ;;
+  esac
+  got=$(kc --request-timeout="$LIST_TIMEOUT" -n "$ns" get "$res" "$SOURCE" -o 'jsonpath={.status.artifact.revision}' || true)
+  say "✓ source $SOURCE_KIND $ns/$SOURCE on $CLUSTER at revision ${got:-unknown}"
+}
