@@ -53,11 +53,13 @@ async fn status_failed_shows_only_the_broken_app() {
         let apps = env.client("apps").await?;
         let ks = Kind::Kustomization.resource();
         let name = "ops-broken-path";
-        Created::on(&apps).object(&ks, "flux-system", name).around(async {
-        harness::apply::apply_yaml(
-            &apps,
-            &format!(
-                r#"
+        Created::on(&apps)
+            .object(&ks, "flux-system", name)
+            .around(async {
+                harness::apply::apply_yaml(
+                    &apps,
+                    &format!(
+                        r#"
 apiVersion: kustomize.toolkit.fluxcd.io/v1
 kind: Kustomization
 metadata:
@@ -73,31 +75,39 @@ spec:
     kind: GitRepository
     name: flux-system
 "#
-            ),
-        )
-        .await?;
-            assertions::wait_until(&apps, &ks, "flux-system", name, "Ready=False", SETTLE, |o| {
-                assertions::condition(o, "Ready").is_some_and(|c| c.status == "False")
+                    ),
+                )
+                .await?;
+                assertions::wait_until(
+                    &apps,
+                    &ks,
+                    "flux-system",
+                    name,
+                    "Ready=False",
+                    SETTLE,
+                    |o| assertions::condition(o, "Ready").is_some_and(|c| c.status == "False"),
+                )
+                .await?;
+                for cluster in ["all", "apps"] {
+                    let out = env.task().run(&[
+                        "flux:status",
+                        &format!("CLUSTER={cluster}"),
+                        "FAILED=true",
+                    ])?;
+                    ok(&out)?;
+                    let rows = status_rows(&out);
+                    anyhow::ensure!(
+                        rows.len() == 1
+                            && rows[0].split_whitespace().take(4).collect::<Vec<_>>()
+                                == ["apps", "Kustomization", "flux-system", name],
+                        "FAILED=true CLUSTER={cluster}: not only ks flux-system/{name}:\n{}",
+                        out.transcript()
+                    );
+                    ensure_contains(&out, &["1 object(s), 1 not ready"])?;
+                }
+                Ok(())
             })
-            .await?;
-            for cluster in ["all", "apps"] {
-                let out = env
-                    .task()
-                    .run(&["flux:status", &format!("CLUSTER={cluster}"), "FAILED=true"])?;
-                ok(&out)?;
-                let rows = status_rows(&out);
-                anyhow::ensure!(
-                    rows.len() == 1
-                        && rows[0].split_whitespace().take(4).collect::<Vec<_>>()
-                            == ["apps", "Kustomization", "flux-system", name],
-                    "FAILED=true CLUSTER={cluster} should list only apps Kustomization flux-system/{name}:\n{}",
-                    out.transcript()
-                );
-                ensure_contains(&out, &["1 object(s), 1 not ready"])?;
-            }
-            Ok(())
-        })
-        .await
+            .await
     })
     .await;
 }
