@@ -861,3 +861,36 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The bash guard at the top of flux-ops.sh, fed the versions an operator may have: macOS' 3.2 and
+/// bash 4.0–4.3 are refused, 4.4 and later pass. (The whole script runs under this machine's real
+/// bash in every other test here and in every scenario.)
+#[rstest]
+#[case::macos_bash_3_2(3, 2, false)]
+#[case::bash_4_3(4, 3, false)]
+#[case::bash_4_4(4, 4, true)]
+#[case::bash_5_0(5, 0, true)]
+#[case::bash_5_2(5, 2, true)]
+fn the_bash_guard_refuses_what_the_script_cannot_run_on(
+    #[case] major: u32,
+    #[case] minor: u32,
+    #[case] accepted: bool,
+) {
+    let script =
+        fs::read_to_string(harness::repo_root().join(".taskfiles/flux/scripts/flux-ops.sh"))
+            .expect("flux-ops.sh");
+    let start = script
+        .find("bash_is_new_enough() {")
+        .expect("the guard function");
+    let end = start + script[start..].find("\n}\n").expect("its end") + 3;
+    let status = duct::cmd!(
+        "bash",
+        "-c",
+        format!("{}bash_is_new_enough {major} {minor}", &script[start..end])
+    )
+    .unchecked()
+    .run()
+    .expect("bash")
+    .status;
+    assert_eq!(status.success(), accepted, "bash {major}.{minor}");
+}

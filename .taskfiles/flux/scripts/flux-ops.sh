@@ -21,7 +21,10 @@
 set -euo pipefail
 # bash 3.2 (macOS' /bin/bash) and 4.0-4.3 fail on empty arrays under `set -u` and lack mapfile/${x,,}:
 # refuse them at once, in syntax they still parse.
-if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
+bash_is_new_enough() { # bash_is_new_enough <major> <minor>: exit 0 for bash >= 4.4
+  (($1 > 4 || ($1 == 4 && $2 >= 4)))
+}
+if ! bash_is_new_enough "${BASH_VERSINFO[0]}" "${BASH_VERSINFO[1]}"; then
   printf 'error: bash %s is too old — flux-ops.sh needs bash >= 4.4 (macOS: brew install bash)\n' "$BASH_VERSION" >&2
   exit 3
 fi
