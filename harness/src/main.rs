@@ -68,8 +68,18 @@ enum Command {
     Down,
     /// Show whether an environment is up, its processes and its kubeconfig.
     Status,
-    /// Build every pinned tool into the machine-wide cache and print where they are.
-    Toolchain,
+    /// Build every pinned tool into the machine-wide cache and print where they are; or move the
+    /// built tools to another machine as one archive.
+    Toolchain {
+        /// Write every built tool of a pinned version in the cache to FILE (a zstd-compressed tar
+        /// with its sha256 manifest) instead.
+        #[arg(long, value_name = "FILE", conflicts_with = "import")]
+        export: Option<PathBuf>,
+        /// Add the tools of such an archive that the cache lacks (each file verified first), then
+        /// build whatever is still missing.
+        #[arg(long, value_name = "FILE", env = "HARNESS_TOOLS_ARCHIVE")]
+        import: Option<PathBuf>,
+    },
     /// Build every image the kind provider runs (cached by version; a Docker engine is started
     /// for the build where none answers, and stopped after it) and print them.
     Images,
@@ -157,7 +167,7 @@ fn main() {
         ),
         Command::Down => down(&cli.state_dir),
         Command::Status => status(&cli.state_dir),
-        Command::Toolchain => toolchain(),
+        Command::Toolchain { export, import } => toolchain(export, import),
         Command::Images => images(&cli.state_dir),
         Command::Bench {
             env_starts,
@@ -470,9 +480,22 @@ fn images(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn toolchain() -> Result<()> {
-    harness::prerequisites::check()?;
+fn toolchain(export: Option<PathBuf>, import: Option<PathBuf>) -> Result<()> {
     let toolchain = Toolchain::from_env()?;
+    if let Some(file) = export {
+        let dirs = toolchain.export(&file)?;
+        println!(
+            "exported {} tool directories to {}: {}",
+            dirs.len(),
+            file.display(),
+            dirs.join(" ")
+        );
+        return Ok(());
+    }
+    if let Some(file) = import.filter(|f| !f.as_os_str().is_empty()) {
+        let report = toolchain.import(&file)?;
+        println!("imported {}: {report}", file.display());
+    }
     toolchain.ensure_all()?;
     for tool in Tool::ALL {
         println!(

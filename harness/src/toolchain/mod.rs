@@ -5,18 +5,25 @@
 //! and local ones whose requirement is the `v0.0.0` placeholder (Kubernetes' staging repos) point at the
 //! published staging module of the same release. Outputs land in a machine-wide cache keyed by version
 //! (`~/.cache/k8s-ops-harness/tools/<tool>-<version>/bin`), Go's own caches stay at their defaults, so a
-//! fresh clone relinks in minutes instead of recompiling Kubernetes.
+//! fresh clone relinks in minutes instead of recompiling Kubernetes. A fresh machine imports the
+//! built tools as one archive instead ([`archive`]: `harness toolchain --import`,
+//! `HARNESS_TOOLS_ARCHIVE`), and builds only what the archive lacks.
+
+mod archive;
+
+pub use archive::ImportReport;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
 /// The pin file, embedded so that the binary does not depend on the working directory.
-const VERSIONS_YAML: &str = include_str!("../../toolchain/versions.yaml");
+const VERSIONS_YAML: &str = include_str!("../../../toolchain/versions.yaml");
 /// The bound of one `go` command: the longest, a cold build of Kubernetes' binaries, takes about
 /// 10 minutes on 2 cores; a build that runs for an hour is stuck (killed, with everything it
 /// started).
@@ -75,6 +82,9 @@ struct Spec {
     ships_crds: bool,
     /// Rough cold-build time on 2 cores, shown while building.
     cold_build_hint: &'static str,
+    /// A cold build on this project's 2-core machine, Go's caches empty (measured, docs/harness.md):
+    /// the expected total announced before a first build.
+    cold_build_secs: u64,
 }
 
 const fn spec(tool: Tool, key: &'static str, module: &'static str) -> Spec {
@@ -89,6 +99,7 @@ const fn spec(tool: Tool, key: &'static str, module: &'static str) -> Spec {
         builds_from_copy: false,
         ships_crds: false,
         cold_build_hint: "3-8 min",
+        cold_build_secs: 150,
     }
 }
 
@@ -104,22 +115,26 @@ const SPECS: [Spec; 13] = [
     Spec {
         packages: &[("cmd/task", "task")],
         cold_build_hint: "1-2 min",
+        cold_build_secs: 108,
         ..spec(Tool::Task, "task", "github.com/go-task/task/v3")
     },
     Spec {
         packages: &[("cmd/flux", "flux")],
         stamp: Stamp::FluxCli,
         builds_from_copy: true,
+        cold_build_secs: 275,
         ..spec(Tool::Flux, "flux", "github.com/fluxcd/flux2/v2")
     },
     Spec {
         packages: &[("cmd/kwok", "kwok"), ("cmd/kwokctl", "kwokctl")],
         stamp: Stamp::Kwok,
+        cold_build_secs: 280,
         ..spec(Tool::Kwok, "kwok", "sigs.k8s.io/kwok")
     },
     Spec {
         packages: &[("", "etcd")],
         cold_build_hint: "2-3 min",
+        cold_build_secs: 99,
         ..spec(Tool::Etcd, "etcd", "go.etcd.io/etcd/server/v3")
     },
     Spec {
@@ -132,10 +147,12 @@ const SPECS: [Spec; 13] = [
         stamp: Stamp::Kubernetes,
         staging: true,
         cold_build_hint: "10-20 min",
+        cold_build_secs: 644,
         ..spec(Tool::Kubernetes, "kubernetes", "k8s.io/kubernetes")
     },
     Spec {
         packages: &[("", "source-controller")],
+        cold_build_secs: 550,
         ..controller(
             Tool::SourceController,
             "source-controller",
@@ -144,6 +161,7 @@ const SPECS: [Spec; 13] = [
     },
     Spec {
         packages: &[("", "kustomize-controller")],
+        cold_build_secs: 230,
         ..controller(
             Tool::KustomizeController,
             "kustomize-controller",
@@ -152,6 +170,7 @@ const SPECS: [Spec; 13] = [
     },
     Spec {
         packages: &[("", "helm-controller")],
+        cold_build_secs: 229,
         ..controller(
             Tool::HelmController,
             "helm-controller",
@@ -160,6 +179,7 @@ const SPECS: [Spec; 13] = [
     },
     Spec {
         packages: &[("", "notification-controller")],
+        cold_build_secs: 297,
         ..controller(
             Tool::NotificationController,
             "notification-controller",
@@ -169,6 +189,7 @@ const SPECS: [Spec; 13] = [
     Spec {
         packages: &[("", "kind")],
         cold_build_hint: "1-2 min",
+        cold_build_secs: 15,
         ..spec(Tool::Kind, "kind", "sigs.k8s.io/kind")
     },
     Spec {
@@ -181,14 +202,17 @@ const SPECS: [Spec; 13] = [
         stamp: Stamp::Kubernetes,
         staging: true,
         cold_build_hint: "5-10 min",
+        cold_build_secs: 300,
         ..spec(Tool::KubeNode, "kube-node", "k8s.io/kubernetes")
     },
     Spec {
         packages: &[("", "coredns")],
+        cold_build_secs: 320,
         ..spec(Tool::Coredns, "coredns", "github.com/coredns/coredns")
     },
     Spec {
         packages: &[("cmd/crictl", "crictl")],
+        cold_build_secs: 106,
         ..spec(Tool::Crictl, "cri-tools", "sigs.k8s.io/cri-tools")
     },
 ];
@@ -353,10 +377,25 @@ impl Versions {
 pub struct Toolchain {
     root: PathBuf,
     versions: Versions,
+    /// Imported before the first build when a tool is missing (`HARNESS_TOOLS_ARCHIVE`).
+    archive: Option<PathBuf>,
 }
 
+/// The archives this process has imported: one import per archive, whichever tool is missing.
+static IMPORTED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
 impl Toolchain {
-    /// `$HARNESS_CACHE`, else `$XDG_CACHE_HOME/k8s-ops-harness`, else `~/.cache/k8s-ops-harness`.
+    /// A cache at `root` of the pinned versions, with no archive to import.
+    pub fn at(root: impl Into<PathBuf>) -> Result<Self> {
+        Ok(Self {
+            root: root.into(),
+            versions: Versions::pinned()?,
+            archive: None,
+        })
+    }
+
+    /// `$HARNESS_CACHE`, else `$XDG_CACHE_HOME/k8s-ops-harness`, else `~/.cache/k8s-ops-harness`;
+    /// `$HARNESS_TOOLS_ARCHIVE` is imported before anything missing is built.
     pub fn from_env() -> Result<Self> {
         let root = match std::env::var_os("HARNESS_CACHE") {
             Some(dir) => PathBuf::from(dir),
@@ -371,6 +410,9 @@ impl Toolchain {
         Ok(Self {
             root,
             versions: Versions::pinned()?.with_overrides(|name| std::env::var(name).ok())?,
+            archive: std::env::var_os("HARNESS_TOOLS_ARCHIVE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         })
     }
 
@@ -434,25 +476,54 @@ impl Toolchain {
         self.ensure(&Tool::ALL)
     }
 
-    /// Builds the given tools if they are not in the cache yet. Safe to call from several processes
-    /// at once: a per-tool lock file serialises the builds.
+    /// Builds the given tools if they are not in the cache yet, after importing
+    /// `HARNESS_TOOLS_ARCHIVE` (once per process). Safe to call from several processes at once: a
+    /// per-tool lock file serialises the builds, and an import only adds absent directories.
     pub fn ensure(&self, tools: &[Tool]) -> Result<()> {
-        let missing: Vec<Tool> = tools
-            .iter()
-            .copied()
-            .filter(|t| !self.is_built(*t))
-            .collect();
+        let missing = |tc: &Self| -> Vec<Tool> {
+            tools.iter().copied().filter(|t| !tc.is_built(*t)).collect()
+        };
+        if missing(self).is_empty() {
+            return Ok(());
+        }
+        self.import_configured_archive()?;
+        let missing = missing(self);
         if missing.is_empty() {
             return Ok(());
         }
         crate::prerequisites::check()?;
-        for tool in missing {
-            self.build_locked(tool)?;
+        let total = missing.len();
+        let secs: u64 = missing.iter().map(|t| t.spec().cold_build_secs).sum();
+        let names: Vec<&str> = missing.iter().map(|t| t.key()).collect();
+        eprintln!(
+            "toolchain: building {total} tools ({}), about {} min on 2 cores with Go's caches empty (less when warm); an archive skips this: `harness toolchain --import FILE`",
+            names.join(", "),
+            secs.div_ceil(60)
+        );
+        for (i, tool) in missing.into_iter().enumerate() {
+            self.build_locked(tool, (i + 1, total))?;
         }
         Ok(())
     }
 
-    fn build_locked(&self, tool: Tool) -> Result<()> {
+    /// Imports `HARNESS_TOOLS_ARCHIVE` unless this process already has.
+    fn import_configured_archive(&self) -> Result<()> {
+        let Some(archive) = &self.archive else {
+            return Ok(());
+        };
+        let mut imported = IMPORTED.lock().unwrap_or_else(|e| e.into_inner());
+        if imported.contains(archive) {
+            return Ok(());
+        }
+        let report = self
+            .import(archive)
+            .context("HARNESS_TOOLS_ARCHIVE: fix or unset it")?;
+        eprintln!("toolchain: imported {}: {report}", archive.display());
+        imported.push(archive.clone());
+        Ok(())
+    }
+
+    fn build_locked(&self, tool: Tool, (n, of): (usize, usize)) -> Result<()> {
         fs::create_dir_all(self.root.join("locks"))?;
         let lock_path = self.root.join("locks").join(format!("{}.lock", tool.key()));
         let lock_file = fs::File::create(&lock_path)?;
@@ -464,7 +535,7 @@ impl Toolchain {
         }
         let version = self.versions.get(tool);
         eprintln!(
-            "toolchain: building {} {version} from its Go module (cold build ~{} on 2 cores; cached afterwards in {})",
+            "toolchain: tool {n} of {of}: building {} {version} from its Go module (cold build ~{} on 2 cores; cached afterwards in {})",
             tool.key(),
             tool.cold_build_hint(),
             self.tool_dir(tool).display()
@@ -493,7 +564,9 @@ impl Toolchain {
         }
         fs::create_dir_all(&work)?;
         let staging_bin = work.join("bin");
-        let ldflags = tool.ldflags(version);
+        // No DWARF (`-s -w`: a third smaller, faster to link and to archive) and no build paths;
+        // the version stamps stay.
+        let ldflags = format!("-s -w {}", tool.ldflags(version));
 
         let (build_dir, targets): (PathBuf, Vec<String>) = if tool.builds_from_copy() {
             let module_dir = go_mod_download(tool.module(), version, "Dir")?;
@@ -526,7 +599,7 @@ impl Toolchain {
         fs::create_dir_all(&staging_bin)?;
         for ((_, bin), target) in tool.packages().iter().zip(&targets) {
             go(&build_dir)
-                .args(["build", "-ldflags", &ldflags, "-o"])
+                .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
                 .arg(staging_bin.join(bin))
                 .arg(target)
                 .status_ok()?;
