@@ -211,6 +211,9 @@ pub async fn bootstrap(
     url: &str,
     timeout: Duration,
 ) -> Result<()> {
+    // One deadline for the whole bootstrap: each wait gets what is left of it.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     let (source, root) = served.root_manifests(cluster, url);
     if let Some(secret) = served.sops_secret() {
         apply::apply_yaml(client, &secret)
@@ -225,26 +228,22 @@ pub async fn bootstrap(
         &flux::gitrepositories(),
         "flux-system",
         "flux-system",
-        timeout,
+        left(),
     )
     .await
     .with_context(|| format!("the served repository {url} did not become Ready on {cluster}"))?;
     apply::apply_yaml(client, &root)
         .await
         .context("creating Kustomization flux-system")?;
-    let deadline = tokio::time::Instant::now() + timeout;
     if let Some(layout) = Layout::of(served) {
-        wait_all_ready(client, layout, cluster, timeout).await?;
+        wait_all_ready(client, layout, cluster, left()).await?;
     }
-    let left = settle(
-        client,
-        deadline.saturating_duration_since(tokio::time::Instant::now()),
-    )
-    .await?;
+    let not_ready = settle(client, left()).await?;
     anyhow::ensure!(
-        !served.strict || left.is_empty(),
+        !served.strict || not_ready.is_empty(),
         "not Ready on {cluster} (--strict): {}",
-        left.iter()
+        not_ready
+            .iter()
             .map(|r| format!("{} {}/{}: {}", r.kind, r.namespace, r.name, r.why))
             .collect::<Vec<_>>()
             .join("; ")
