@@ -1,6 +1,6 @@
 #!/bin/sh
 # The container of every fixture app on the kind provider (image k8s-ops.local/fixture-app, built by
-# harness/src/images.rs from Debian's busybox-static, run by busybox sh): says which app it is, with
+# harness/src/provider/containers/images.rs from Debian's busybox-static, run by busybox sh): says which app it is, with
 # its arguments and the config files they name, then serves HTTP on PORT, logging every request.
 set -eu
 app=${APP_NAME:-fixture-app}

@@ -4,7 +4,7 @@
 # ignores --cap-drop, so runc fails with "unable to apply caps: operation not permitted". This
 # wrapper deletes every capability missing from its own bounding set from the OCI files runc reads
 # (the bundle's config.json for create/run, the --process file for exec), then runs the real runc
-# with the same arguments. harness/src/engine.rs registers it as dockerd's default runtime only
+# with the same arguments. harness/src/provider/containers/engine.rs registers it as dockerd's default runtime only
 # where a privileged probe container fails without it.
 set -eu
 

@@ -452,7 +452,7 @@ fn overhead_section(bench: &Bench) -> Result<Section> {
 /// Section 5: `task flux:suspend APP=odoo` with more and more extra objects on the cluster; `None`
 /// without `--scale`.
 fn scale_section(bench: &Bench, scale: &[usize]) -> Result<Option<Section>> {
-    let rt = crate::exec::runtime();
+    let rt = crate::sys::exec::runtime();
     let client = rt.block_on(bench.env.client("apps"))?;
     let mut rows = Vec::new();
     let mut created = 0;
@@ -520,9 +520,9 @@ fn kind_section(
     cold: bool,
     local_rss_kib: u64,
 ) -> Result<String> {
-    use crate::exec::run;
+    use crate::sys::exec::run;
     let state_dir = options.state_dir.with_file_name("bench-kind");
-    let engine = crate::engine::Engine::ensure(&state_dir)?;
+    let engine = crate::provider::containers::engine::Engine::ensure(&state_dir)?;
     let mut rows = Vec::new();
     if cold {
         let listed = run(
@@ -532,7 +532,7 @@ fn kind_section(
         )?;
         let ours: Vec<&str> = listed
             .lines()
-            .filter(|l| l.starts_with(crate::images::REPOSITORY))
+            .filter(|l| l.starts_with(crate::provider::containers::images::REPOSITORY))
             .collect();
         if !ours.is_empty() {
             let mut args = vec!["rmi", "--force"];
@@ -545,14 +545,14 @@ fn kind_section(
         }
         let _ = std::fs::remove_dir_all(toolchain.cache_root().join("images"));
         let t = Instant::now();
-        crate::images::ensure_kind_images(toolchain, &engine)?;
+        crate::provider::containers::images::ensure_kind_images(toolchain, &engine)?;
         rows.push(Sample {
             label: "build every kind image, cold (tools already built)".into(),
             runs: vec![t.elapsed()],
         });
     }
     let t = Instant::now();
-    crate::images::ensure_kind_images(toolchain, &engine)?;
+    crate::provider::containers::images::ensure_kind_images(toolchain, &engine)?;
     rows.push(Sample {
         label: "kind images, cached (checks only)".into(),
         runs: vec![t.elapsed()],
@@ -584,13 +584,13 @@ fn time_kind_starts(
     state_dir: &std::path::Path,
     local_rss_kib: u64,
 ) -> Result<(Vec<Duration>, Vec<Duration>, String)> {
-    use crate::exec::run;
+    use crate::sys::exec::run;
     let mut starts = Vec::new();
     let mut teardowns = Vec::new();
     let mut memory = String::new();
     for i in 0..options.env_starts.max(1) {
         let t = Instant::now();
-        let env = crate::provider::kind::start(&ProviderOptions::new(state_dir))?;
+        let env = crate::provider::containers::kind::start(&ProviderOptions::new(state_dir))?;
         starts.push(t.elapsed());
         eprintln!("bench: kind start {}: {:.1?}", i + 1, t.elapsed());
         let stats = run(

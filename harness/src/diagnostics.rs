@@ -51,7 +51,7 @@ pub fn collect(
     for log in logs {
         let dest = dir.join("logs").join(log.file_name().unwrap_or_default());
         let copied = if log.is_dir() {
-            crate::exec::copy_tree(log, &dest, &[])
+            crate::sys::exec::copy_tree(log, &dest, &[])
         } else {
             fs::create_dir_all(dest.parent().unwrap())
                 .and_then(|_| fs::copy(log, &dest).map(|_| ()))
@@ -90,7 +90,7 @@ fn save_cluster(kubectl: &Path, kubeconfig: &Path, cluster: &str, dir: &Path, er
         let context = format!("--context={cluster}");
         let mut full = vec![context.as_str(), "--request-timeout=10s"];
         full.extend(args);
-        let out = crate::exec::bounded(
+        let out = crate::sys::exec::bounded(
             duct::cmd(kubectl, &full)
                 .env("KUBECONFIG", kubeconfig)
                 .stderr_to_stdout()

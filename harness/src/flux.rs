@@ -16,8 +16,8 @@ use kube::discovery::ApiResource;
 use kube::runtime::wait::{await_condition, conditions};
 
 use crate::apply;
-use crate::kwok::ClusterPorts;
-use crate::process::{LogFiles, ManagedProcess, wait_for};
+use crate::provider::local::kwok::ClusterPorts;
+use crate::sys::process::{LogFiles, ManagedProcess, wait_for};
 use crate::toolchain::{Tool, Toolchain};
 
 pub const NAMESPACE: &str = "flux-system";

@@ -9,9 +9,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use harness::fixtures;
 use harness::gitops::GitopsOptions;
-use harness::process;
 use harness::provider::local;
 use harness::provider::{Environment, ProviderKind, ProviderOptions};
+use harness::sys::process;
 use harness::toolchain::{Tool, Toolchain};
 
 #[derive(Parser)]
@@ -202,17 +202,17 @@ fn supervisor_pid(state_dir: &Path) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    harness::exec::alive(pid).then_some(pid)
+    harness::sys::exec::alive(pid).then_some(pid)
 }
 
 fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
     // In seconds, before any build: everything missing at once; then what was asked to be served.
-    harness::prerequisites::check()?;
+    harness::toolchain::prerequisites::check()?;
     options.gitops.resolve()?;
     let state_dir = options.state_dir.clone();
     let state_dir = state_dir.as_path();
     claim(state_dir)?;
-    let rt = harness::exec::runtime();
+    let rt = harness::sys::exec::runtime();
     // Listening from here to the end: a SIGTERM (`harness down`) or Ctrl-C at any moment counts,
     // also one that arrives between the start-up and the wait below.
     let mut shutdown = {
@@ -279,7 +279,7 @@ fn start_unless_stopped(
         };
         let _ = tx.send(env.map(|env| (env, started.elapsed())));
     });
-    let started = harness::exec::runtime().block_on(async {
+    let started = harness::sys::exec::runtime().block_on(async {
         tokio::select! {
             r = &mut rx => Some(r),
             _ = shutdown.recv() => None,
@@ -421,7 +421,7 @@ fn down(state_dir: &Path) -> Result<()> {
 fn stop_leftovers(state_dir: &Path) -> Result<()> {
     // kind clusters of a crashed `up --provider kind`, while its Docker engine (if it started one)
     // still runs; the record stays for the next start where no engine answers.
-    let clusters = harness::provider::kind::remove_stale_clusters(state_dir)?;
+    let clusters = harness::provider::containers::kind::remove_stale_clusters(state_dir)?;
     if !clusters.is_empty() {
         println!(
             "harness: deleted leftover kind clusters: {}",
@@ -438,8 +438,8 @@ fn stop_leftovers(state_dir: &Path) -> Result<()> {
     }
     // k3s containers of a crashed `up --provider k3s` (none can exist where no engine answers).
     #[cfg(feature = "k3s")]
-    if harness::provider::k3s::require_docker_engine().is_ok() {
-        harness::provider::k3s::remove_stale_containers(state_dir)?;
+    if harness::provider::containers::k3s::require_docker_engine().is_ok() {
+        harness::provider::containers::k3s::remove_stale_containers(state_dir)?;
     }
     Ok(())
 }
@@ -466,12 +466,12 @@ fn status(state_dir: &Path) -> Result<()> {
 }
 
 fn images(state_dir: &Path) -> Result<()> {
-    harness::prerequisites::check()?;
+    harness::toolchain::prerequisites::check()?;
     let toolchain = Toolchain::from_env()?;
     // A Docker engine an earlier, killed run of this command started is stopped first.
     process::reap_stale(state_dir);
-    let engine = harness::engine::Engine::ensure(state_dir)?;
-    let images = harness::images::ensure_kind_images(&toolchain, &engine)?;
+    let engine = harness::provider::containers::engine::Engine::ensure(state_dir)?;
+    let images = harness::provider::containers::images::ensure_kind_images(&toolchain, &engine)?;
     println!("node image   {}", images.node);
     for image in &images.load {
         println!("kind load    {image}");

@@ -143,7 +143,7 @@ impl TaskRunner {
             expr = expr.env(k, v);
         }
         let started = Instant::now();
-        let out = crate::exec::bounded(expr, self.timeout, |_| {})
+        let out = crate::sys::exec::bounded(expr, self.timeout, |_| {})
             .with_context(|| format!("starting {}", self.task_bin.display()))?;
         Ok(out.map(|out| TaskOutput {
             args,
@@ -194,7 +194,7 @@ mod tests {
             .parse()
             .unwrap();
         assert!(
-            crate::exec::wait_gone(pid, Duration::from_secs(5)),
+            crate::sys::exec::wait_gone(pid, Duration::from_secs(5)),
             "the task's child {pid} outlived the timeout"
         );
     }

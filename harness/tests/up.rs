@@ -20,7 +20,7 @@ fn namespaced() -> PathBuf {
 
 fn spawn_up(state_dir: &Path, extra: &[&str]) -> Child {
     // A free block of ports, released just before the harness reserves it again.
-    let base = harness::process::PortBlock::first_free(24000, 41)
+    let base = harness::sys::process::PortBlock::first_free(24000, 41)
         .unwrap()
         .base;
     Command::new(env!("CARGO_BIN_EXE_harness"))

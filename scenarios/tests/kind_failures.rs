@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use harness::engine::Engine;
 use harness::provider::ProviderOptions;
+use harness::provider::containers::engine::Engine;
 
 #[test]
 #[ignore = "kind provider only: HARNESS_PROVIDER=kind cargo test -p scenarios --test kind_failures -- --include-ignored"]
@@ -18,12 +18,12 @@ fn a_cluster_create_past_its_bound_fails_in_one_line_and_leaves_nothing() {
     // for the checks below (stopped when the test ends).
     let engine = Engine::ensure(&dir.with_file_name("kind-failures-engine")).unwrap();
     let toolchain = harness::toolchain::Toolchain::from_env().unwrap();
-    let probe = harness::images::ensure_fixture_app(&toolchain).unwrap();
+    let probe = harness::provider::containers::images::ensure_fixture_app(&toolchain).unwrap();
     engine.ensure_privileged(&probe).unwrap();
     let options = ProviderOptions::new(&dir)
         .create_timeout(Duration::from_secs(10))
         .retain(false);
-    let err = match harness::provider::kind::start(&options) {
+    let err = match harness::provider::containers::kind::start(&options) {
         Ok(_) => panic!("both kind clusters were created within 10 s"),
         Err(e) => e,
     };

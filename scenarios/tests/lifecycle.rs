@@ -32,7 +32,7 @@ fn teardown_stops_every_process_and_frees_every_port() {
     drop(env);
     for (name, pid) in processes {
         assert!(
-            !harness::exec::alive(pid),
+            !harness::sys::exec::alive(pid),
             "{name} (pid {pid}) still running after teardown"
         );
     }
@@ -97,7 +97,7 @@ fn a_failed_start_with_retain_stays_up_until_harness_down() {
         "{err}"
     );
     let alive = || {
-        harness::process::recorded_pids(&dir)
+        harness::sys::process::recorded_pids(&dir)
             .into_iter()
             .filter(|(_, _, alive)| *alive)
             .count()
@@ -127,7 +127,7 @@ fn a_failed_start_with_retain_stays_up_until_harness_down() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    let stopped = harness::process::reap_stale(&dir);
+    let stopped = harness::sys::process::reap_stale(&dir);
     assert_eq!(stopped.len(), 2 * 9, "{stopped:?}");
     assert_eq!(alive(), 0, "processes outlived `harness down`");
 }

@@ -3,9 +3,6 @@
 
 pub mod containers;
 pub mod existing;
-#[cfg(feature = "k3s")]
-pub mod k3s;
-pub mod kind;
 pub mod local;
 
 use std::fs;
@@ -15,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::fixtures::CLUSTERS;
+use crate::gitops::gitserver::FixturesRepo;
 use crate::gitops::{GitopsOptions, Served};
-use crate::gitserver::FixturesRepo;
 use crate::task_runner::TaskRunner;
 use crate::toolchain::{Tool, Toolchain};
 
@@ -202,7 +199,7 @@ impl ProviderKind {
         match self {
             Self::Local => Ok(local::start(options)?.0),
             Self::Existing => existing::start(existing::kubeconfig_from_env()?),
-            Self::Kind => kind::start(options),
+            Self::Kind => containers::kind::start(options),
             Self::K3s => start_k3s(options),
         }
     }
@@ -210,7 +207,7 @@ impl ProviderKind {
 
 #[cfg(feature = "k3s")]
 fn start_k3s(options: &ProviderOptions) -> Result<Environment> {
-    k3s::start(options)
+    containers::k3s::start(options)
 }
 
 #[cfg(not(feature = "k3s"))]
@@ -229,7 +226,7 @@ pub(crate) fn fresh_state_dir(state_dir: &Path, entries: &[String]) -> Result<()
 
 /// Stops the processes an earlier run recorded in `state_dir` (by pid), saying so.
 pub(crate) fn reap_announced(state_dir: &Path) {
-    let stale = crate::process::reap_stale(state_dir);
+    let stale = crate::sys::process::reap_stale(state_dir);
     if !stale.is_empty() {
         eprintln!(
             "harness: stopped {} processes left by an earlier run in {}: {}",

@@ -10,6 +10,7 @@
 //! `HARNESS_TOOLS_ARCHIVE`), and builds only what the archive lacks.
 
 mod archive;
+pub mod prerequisites;
 
 pub use archive::ImportReport;
 
@@ -491,7 +492,7 @@ impl Toolchain {
         if missing.is_empty() {
             return Ok(());
         }
-        crate::prerequisites::check()?;
+        crate::toolchain::prerequisites::check()?;
         let total = missing.len();
         let secs: u64 = missing.iter().map(|t| t.spec().cold_build_secs).sum();
         let names: Vec<&str> = missing.iter().map(|t| t.key()).collect();
@@ -756,7 +757,7 @@ impl GoCmd {
             }
         };
         let Some(output) =
-            crate::exec::bounded(self.expr().stdout_to_stderr(), GO_RUN_BOUND, beat)?
+            crate::sys::exec::bounded(self.expr().stdout_to_stderr(), GO_RUN_BOUND, beat)?
         else {
             return Err(crate::Error::timeout(
                 format!("`go {shown}` in {}", self.dir.display()),
@@ -777,7 +778,7 @@ impl GoCmd {
     /// Runs quietly (module resolution chatter), showing go's output only when it fails.
     fn quiet_ok(self) -> Result<()> {
         let shown = self.shown();
-        let Some(out) = crate::exec::bounded(
+        let Some(out) = crate::sys::exec::bounded(
             self.expr().stderr_to_stdout().stdout_capture(),
             GO_RUN_BOUND,
             |_| {},
@@ -797,13 +798,14 @@ impl GoCmd {
 
     fn output_string(self) -> Result<String> {
         let shown = format!("go {}", self.shown());
-        crate::exec::run(&shown, self.expr(), GO_RUN_BOUND)
+        crate::sys::exec::run(&shown, self.expr(), GO_RUN_BOUND)
     }
 
     /// stdout even when go exits non-zero (`go mod download -json` reports errors in its JSON).
     fn output_string_any(self) -> Result<String> {
         let shown = self.shown();
-        let Some(out) = crate::exec::bounded(self.expr().stdout_capture(), GO_RUN_BOUND, |_| {})?
+        let Some(out) =
+            crate::sys::exec::bounded(self.expr().stdout_capture(), GO_RUN_BOUND, |_| {})?
         else {
             return Err(crate::Error::timeout(format!("`go {shown}`"), GO_RUN_BOUND).into());
         };

@@ -9,9 +9,9 @@ pub use anyhow::Context;
 pub use harness::assertions::{
     self, flux_fingerprint, is_ready, is_suspended, last_handled_reconcile_at,
 };
-pub use harness::exec;
 pub use harness::fixtures::{Kind, Role};
 pub use harness::provider::Environment;
+pub use harness::sys::exec;
 pub use harness::task_runner::TaskOutput;
 pub use nix::sys::signal::Signal;
 pub use rstest::rstest;

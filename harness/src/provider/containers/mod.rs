@@ -2,6 +2,15 @@
 //! clusters exist: bounded commands, Flux from its release manifest, the fixtures git server on a
 //! Docker network's gateway (the one address both this host and the cluster's pods reach), the
 //! fixtures bootstrap, and the faults done through kubectl (scaling a controller to 0 and back).
+//! Below it: the two providers, the Docker engine they run on, the kind images built here and the
+//! host packages those need. Nothing outside `provider` starts an engine or builds an image.
+
+pub mod engine;
+pub mod images;
+#[cfg(feature = "k3s")]
+pub mod k3s;
+pub mod kind;
+pub mod packages;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -11,12 +20,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::{Environment, ProviderOptions};
-use crate::exec::run;
 use crate::fixtures::{self, CLUSTERS};
 use crate::flux::CONTROLLERS;
 use crate::gitops::Served;
-use crate::gitserver::{FixturesRepo, GitServer};
-use crate::process::PortBlock;
+use crate::gitops::gitserver::{FixturesRepo, GitServer};
+use crate::sys::exec::run;
+use crate::sys::process::PortBlock;
 use crate::toolchain::{Tool, Toolchain};
 use crate::{apply, diagnostics};
 
@@ -161,7 +170,7 @@ impl Kubectl {
 
     /// Waits (at most 2 minutes) until the API server of `cluster` no longer answers `/readyz`.
     pub fn wait_api_down(&self, cluster: &str) -> Result<()> {
-        crate::process::wait_for(
+        crate::sys::process::wait_for(
             &format!("the API server of {cluster} to stop"),
             Duration::from_secs(120),
             || {
@@ -234,7 +243,7 @@ impl Common {
                 .install_flux(cluster, manifest, options.flux_timeout)
         })?;
         super::each_cluster(|cluster| {
-            crate::exec::runtime()
+            crate::sys::exec::runtime()
                 .block_on(async {
                     let client = apply::client_for(&self.kubectl.kubeconfig, cluster).await?;
                     fixtures::bootstrap(&client, served, cluster, repo.url(), options.ready_timeout)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::{self, STATE_MARKER_ENV};
+use crate::sys::process::{self, STATE_MARKER_ENV};
 use crate::toolchain::{Tool, Toolchain};
 
 /// The ports of one cluster (control plane and its Flux controllers), a contiguous block.
@@ -135,7 +135,7 @@ impl KwokCluster {
             Duration::from_secs(90),
             || {
                 self.ensure_running()?;
-                let ready = crate::exec::run(
+                let ready = crate::sys::exec::run(
                     "kubectl get --raw /readyz",
                     duct::cmd!(
                         &kubectl,
@@ -207,7 +207,7 @@ impl KwokCluster {
     pub fn ensure_running(&self) -> Result<()> {
         for component in ["etcd", "kube-apiserver"] {
             if let Some(pid) = self.component_pid(component)
-                && !crate::exec::alive(pid)
+                && !crate::sys::exec::alive(pid)
             {
                 bail!(
                     "{component} of cluster {} exited; see {}",

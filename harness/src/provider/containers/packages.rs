@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::exec::run;
+use crate::sys::exec::run;
 
 /// Makes sure every `(command, Debian package)` is there: installs the missing packages with
 /// `apt-get` when this process is root on a Debian-like machine, else fails in one line naming

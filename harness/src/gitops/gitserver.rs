@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::wait_for;
+use crate::sys::process::wait_for;
 
 /// A git checkout the harness commits fixture changes into, pushed to the served bare repository.
 #[derive(Debug, Clone)]
@@ -80,7 +80,7 @@ impl GitServer {
         content: &Path,
         port: u16,
     ) -> Result<(Self, FixturesRepo)> {
-        let backend = crate::prerequisites::git_http_backend()?;
+        let backend = crate::toolchain::prerequisites::git_http_backend()?;
         let repos = root.join("repos");
         let bare = repos.join("fixtures.git");
         let work = root.join("work");
@@ -98,7 +98,7 @@ impl GitServer {
         git(&bare, &["config", "http.receivepack", "false"])?;
         // The working tree (uncommitted edits included, its own `.git` left out; symlinks stay
         // symlinks, as git stores them).
-        crate::exec::copy_tree(content, &work, &[".git"])
+        crate::sys::exec::copy_tree(content, &work, &[".git"])
             .with_context(|| format!("copying fixtures from {}", content.display()))?;
         git(&work, &["init", "--quiet", "--initial-branch=main"])?;
         git(&work, &["add", "--all"])?;
@@ -184,7 +184,7 @@ mod tests {
         let content = dir.path().join("content");
         fs::create_dir_all(content.join("kubernetes")).unwrap();
         fs::write(content.join("kubernetes/a.yaml"), "a: 1\n").unwrap();
-        let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
+        let block = crate::sys::process::PortBlock::first_free(30000, 1).unwrap();
         let port = block.base;
         let (mut server, repo) = GitServer::start(&dir.path().join("git"), &content, port).unwrap();
         let clone = dir.path().join("clone");
@@ -216,7 +216,7 @@ mod tests {
         let content = dir.path().join("content");
         fs::create_dir_all(&content).unwrap();
         fs::write(content.join("a.yaml"), "a: 1\n").unwrap();
-        let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
+        let block = crate::sys::process::PortBlock::first_free(30000, 1).unwrap();
         let port = block.base;
         let (mut server, repo) =
             GitServer::start_on(bind_ip, &dir.path().join("git"), &content, port).unwrap();
@@ -245,7 +245,7 @@ mod tests {
             )
             .unwrap();
         }
-        let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
+        let block = crate::sys::process::PortBlock::first_free(30000, 1).unwrap();
         let root = dir.path().join("git");
         let (mut server, repo) = GitServer::start(&root, &content, block.base).unwrap();
         let head = repo.head().unwrap();
@@ -290,7 +290,7 @@ mod tests {
         let content = dir.path().join("content");
         fs::create_dir_all(&content).unwrap();
         fs::write(content.join("a.yaml"), "a: 1\n").unwrap();
-        let block = crate::process::PortBlock::first_free(30000, 1).unwrap();
+        let block = crate::sys::process::PortBlock::first_free(30000, 1).unwrap();
         let root = dir.path().join("git");
         let (mut server, repo) = GitServer::start(&root, &content, block.base).unwrap();
         let missing = repo.url().replace("fixtures.git", "missing.git");

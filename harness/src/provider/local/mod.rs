@@ -3,6 +3,8 @@
 //! fixtures reconciled Ready from the harness's own Git smart-HTTP server (`gitserver`, in this
 //! process) shared by both clusters.
 
+pub mod kwok;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -14,11 +16,11 @@ use super::{Environment, Faults, ProviderOptions, Running};
 use crate::fixtures::{self, CLUSTERS};
 use crate::flux::{self, FluxControllers};
 use crate::gitops::Served;
-use crate::gitserver::GitServer;
-use crate::kwok::{self, ClusterPorts, KwokCluster};
-use crate::process::{self, PortBlock};
+use crate::gitops::gitserver::GitServer;
+use crate::sys::process::{self, PortBlock};
 use crate::toolchain::{Tool, Toolchain};
 use crate::{apply, diagnostics};
+use kwok::{ClusterPorts, KwokCluster};
 
 /// Ports of one environment: the git server, then one block per cluster.
 const PORTS_PER_ENV: u16 = 1 + ClusterPorts::LEN * CLUSTERS.len() as u16;
@@ -64,7 +66,7 @@ struct LocalRunning {
 /// directory, a port block, then [`bring_up`].
 pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
     // Fail fast, naming everything missing, before anything is built.
-    crate::prerequisites::check()?;
+    crate::toolchain::prerequisites::check()?;
     let served = options.gitops.resolve()?;
     let started = Instant::now();
     let toolchain = Toolchain::from_env()?;
@@ -124,7 +126,7 @@ fn bring_up(
     running: &LocalRunning,
     served: &Served,
     options: &ProviderOptions,
-) -> Result<(PathBuf, crate::gitserver::FixturesRepo, StartReport)> {
+) -> Result<(PathBuf, crate::gitops::gitserver::FixturesRepo, StartReport)> {
     let state_dir = &running.state_dir;
     let base = running.ports.base;
     let (git, fixtures_repo) = GitServer::start(&state_dir.join("git"), &served.dir, base)?;
@@ -238,7 +240,7 @@ fn start_cluster(
         state_dir,
     )?;
     phases.control_plane = t.elapsed();
-    let rt = crate::exec::runtime();
+    let rt = crate::sys::exec::runtime();
     // With `retain`, a failure leaves what this cluster started running (see ProviderOptions).
     let keep_on_error = |kwok: KwokCluster, e: anyhow::Error| {
         if options.retain {

@@ -125,12 +125,12 @@ impl Drop for ManagedProcess {
 /// Stops a process that is not our child (e.g. started by kwokctl) by its pid: SIGTERM, SIGKILL
 /// after `grace`; fails naming the pid when it is still there 5 s after the SIGKILL.
 pub fn stop_pid(pid: u32, grace: Duration) -> Result<()> {
-    terminate_pid(pid, grace, || !crate::exec::alive(pid));
-    if !crate::exec::wait_gone(pid, Duration::from_secs(5)) {
+    terminate_pid(pid, grace, || !crate::sys::exec::alive(pid));
+    if !crate::sys::exec::wait_gone(pid, Duration::from_secs(5)) {
         bail!(
             "pid {pid} is still there {:?} after SIGTERM and 5s after SIGKILL (state {:?})",
             grace,
-            crate::exec::state(pid)
+            crate::sys::exec::state(pid)
         );
     }
     Ok(())
@@ -179,7 +179,8 @@ pub fn stop_recorded(pid_root: &Path, state_dir: &Path) -> Vec<String> {
         let pid = fs::read_to_string(&pid_file)
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok());
-        if let Some(pid) = pid.filter(|pid| belongs_to(*pid, state_dir) && crate::exec::alive(*pid))
+        if let Some(pid) =
+            pid.filter(|pid| belongs_to(*pid, state_dir) && crate::sys::exec::alive(*pid))
         {
             let name = pid_file
                 .file_stem()
@@ -204,7 +205,7 @@ fn terminate_all(targets: &[(u32, String)]) {
     for (pid, _) in targets {
         let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
     }
-    let gone = |pid: u32| !crate::exec::alive(pid);
+    let gone = |pid: u32| !crate::sys::exec::alive(pid);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !targets.iter().all(|(pid, _)| gone(*pid)) {
         std::thread::sleep(Duration::from_millis(50));
@@ -230,7 +231,7 @@ pub fn recorded_pids(state_dir: &Path) -> Vec<(String, u32, bool)> {
             Some((
                 name,
                 pid,
-                belongs_to(pid, state_dir) && crate::exec::alive(pid),
+                belongs_to(pid, state_dir) && crate::sys::exec::alive(pid),
             ))
         })
         .collect()
@@ -472,7 +473,7 @@ mod tests {
         std::mem::forget(p); // as if the harness had crashed
         assert_eq!(reap_stale(dir.path()), vec!["orphan".to_string()]);
         wait_for("orphan gone", Duration::from_secs(5), || {
-            Ok((!crate::exec::alive(pid)).then_some(()))
+            Ok((!crate::sys::exec::alive(pid)).then_some(()))
         })
         .unwrap();
     }

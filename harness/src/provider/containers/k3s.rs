@@ -27,10 +27,10 @@ use testcontainers_modules::testcontainers::bollard::query_parameters::{
 use testcontainers_modules::testcontainers::runners::SyncRunner;
 use testcontainers_modules::testcontainers::{Container, ImageExt};
 
-use super::ProviderOptions;
-use super::containers::{self, Common};
-use super::{Environment, Faults, Running};
 use crate::fixtures::CLUSTERS;
+use crate::provider::ProviderOptions;
+use crate::provider::containers::{self, Common};
+use crate::provider::{Environment, Faults, Running};
 use crate::toolchain::{Tool, Toolchain};
 
 /// Label on every container of this provider; its value is the environment's state directory.
@@ -45,7 +45,7 @@ pub fn image_tag(toolchain: &Toolchain) -> Result<String> {
 /// Runs `fut` on the harness runtime with a Docker API client (`DOCKER_HOST`, else the default
 /// socket), bounded by `timeout`.
 fn with_docker<T>(timeout: Duration, fut: impl AsyncFnOnce(Docker) -> Result<T>) -> Result<T> {
-    crate::exec::runtime().block_on(async {
+    crate::sys::exec::runtime().block_on(async {
         let docker = Docker::connect_with_defaults()?;
         tokio::time::timeout(timeout, fut(docker))
             .await
@@ -147,7 +147,7 @@ struct K3sRunning {
 /// started is removed again and the error names the diagnostics directory.
 pub fn start(options: &ProviderOptions) -> Result<Environment> {
     // Fail fast, before anything is built or created.
-    crate::prerequisites::check()?;
+    crate::toolchain::prerequisites::check()?;
     // A wrong --gitops / --cluster-path / --sops-age-key fails here, before anything starts.
     let served = options.gitops.resolve()?;
     require_docker_engine()?;
@@ -157,7 +157,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     let tag = image_tag(&toolchain)?;
 
     let state_dir = options.state_dir.clone();
-    super::fresh_state_dir(
+    crate::provider::fresh_state_dir(
         &state_dir,
         &["git", "pids", "k3s-logs", "kubeconfig"]
             .into_iter()
@@ -275,7 +275,7 @@ impl K3sRunning {
         let mut parts = Vec::new();
         for c in clusters.iter() {
             let port = c.container.get_host_port_ipv4(KUBE_SECURE_PORT)?;
-            let yaml = crate::process::wait_for(
+            let yaml = crate::sys::process::wait_for(
                 &format!("{}/k3s.yaml", self.conf_dir(&c.name).display()),
                 Duration::from_secs(60),
                 || Ok(c.container.image().read_kube_config().ok()),

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::engine::Engine;
-use crate::exec::run;
+use crate::provider::containers::engine::Engine;
+use crate::sys::exec::run;
 use crate::toolchain::{Tool, Toolchain};
 
 /// The repository of every image built here: never confused with an upstream image.
@@ -59,7 +59,7 @@ fn work_dir(toolchain: &Toolchain) -> PathBuf {
 
 /// The fixture app image only (both image sources need it); returns its name.
 pub fn ensure_fixture_app(toolchain: &Toolchain) -> Result<String> {
-    crate::system::ensure_packages(&[("busybox", "busybox-static")])?;
+    crate::provider::containers::packages::ensure_packages(&[("busybox", "busybox-static")])?;
     let busybox = crate::toolchain::which("busybox").context("busybox")?;
     let script = crate::repo_root().join("harness/scripts/fixture-app.sh");
     Spec::scratch(FIXTURE_APP)
@@ -75,7 +75,10 @@ pub fn ensure_fixture_app(toolchain: &Toolchain) -> Result<String> {
 /// privileged containers first (restarted with the runc wrapper where needed).
 pub fn ensure_kind_images(toolchain: &Toolchain, engine: &Engine) -> Result<KindImages> {
     let started = Instant::now();
-    crate::system::ensure_packages(&[("debootstrap", "debootstrap"), ("cc", "gcc")])?;
+    crate::provider::containers::packages::ensure_packages(&[
+        ("debootstrap", "debootstrap"),
+        ("cc", "gcc"),
+    ])?;
     let fixture_app = ensure_fixture_app(toolchain)?;
     engine.ensure_privileged(&fixture_app)?;
     let mut tools = Tool::KIND_IMAGES.to_vec();
@@ -263,7 +266,7 @@ impl Spec {
             Duration::from_secs(900),
         );
         if let Err(e) = built {
-            let last = crate::process::tail(&log, 1);
+            let last = crate::sys::process::tail(&log, 1);
             bail!(
                 "building image {} failed ({}; last line: {}); full output in {}: fix the cause and rerun",
                 self.tag,
@@ -532,7 +535,7 @@ fn preload_into(container: &str, images: &[String]) -> Result<()> {
         ]),
         Duration::from_secs(30),
     )?;
-    crate::process::wait_for(
+    crate::sys::process::wait_for(
         "containerd in the node build container",
         Duration::from_secs(60),
         || {
@@ -786,7 +789,7 @@ pub fn flux_install_manifest(toolchain: &Toolchain, work: &Path) -> Result<PathB
         );
         if !rendered.contains(&image) {
             bail!(
-                "the rendered Flux install manifest lacks `{image}`: flux2's manifests changed shape; update harness/src/images.rs"
+                "the rendered Flux install manifest lacks `{image}`: flux2's manifests changed shape; update harness/src/provider/containers/images.rs"
             );
         }
     }

@@ -15,16 +15,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::ProviderOptions;
-use super::containers::Common;
-use super::{Environment, Faults, Running};
-use crate::engine::Engine;
-use crate::exec::run;
 use crate::fixtures::CLUSTERS;
-use crate::images::KindImages;
+use crate::provider::ProviderOptions;
+use crate::provider::containers::Common;
+use crate::provider::containers::engine::Engine;
+use crate::provider::containers::images::KindImages;
+use crate::provider::{Environment, Faults, Running};
+use crate::sys::exec::run;
 use crate::toolchain::{Tool, Toolchain};
 
-pub use super::containers::{FLUX_MANIFEST_ENV, flux_manifest};
+pub use crate::provider::containers::{FLUX_MANIFEST_ENV, flux_manifest};
 
 /// `kind-configs/<cluster>.yaml` of this checkout.
 pub fn config_path(cluster: &str) -> PathBuf {
@@ -36,7 +36,7 @@ pub fn config_path(cluster: &str) -> PathBuf {
 /// Where the kind provider's images come from: `HARNESS_KIND_IMAGES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImageSource {
-    /// Every image built on this machine (`harness/src/images.rs`); no registry needed. The default.
+    /// Every image built on this machine (`harness/src/provider/containers/images.rs`); no registry needed. The default.
     Local,
     /// The node image of `kind-configs/` and Flux's release manifest and images, pulled from their
     /// registries (where registries are reachable, e.g. GitHub's runners).
@@ -77,7 +77,7 @@ pub fn remove_stale_clusters(state_dir: &Path) -> Result<Vec<String>> {
         .filter(|l| !l.is_empty())
         .map(String::from)
         .collect();
-    if names.is_empty() || crate::engine::answers().is_err() {
+    if names.is_empty() || crate::provider::containers::engine::answers().is_err() {
         return Ok(Vec::new());
     }
     let kind = Toolchain::from_env()?.binary(Tool::Kind, "kind");
@@ -127,13 +127,13 @@ struct KindRunning {
 /// created is deleted again and the error names the diagnostics directory.
 pub fn start(options: &ProviderOptions) -> Result<Environment> {
     // Fail fast, naming everything missing, before anything is built or created.
-    crate::prerequisites::check()?;
+    crate::toolchain::prerequisites::check()?;
     // A wrong --gitops / --cluster-path / --sops-age-key fails here, before anything starts.
     let served = options.gitops.resolve()?;
     let source = ImageSource::from_env()?;
     let state_dir = options.state_dir.clone();
     // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign one.
-    super::reap_announced(&state_dir);
+    crate::provider::reap_announced(&state_dir);
     // Then the engine, still before anything is built (writes the state directory only when it
     // starts one).
     let engine = Engine::ensure(&state_dir)?;
@@ -147,7 +147,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             stale.join(", ")
         );
     }
-    super::clear_entries(
+    crate::provider::clear_entries(
         &state_dir,
         &["git", "kind-logs", "kubeconfig"]
             .into_iter()
@@ -169,7 +169,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     let started = (|| {
         // Both recorded first: a create that fails half-way leaves containers to delete.
         running.record_created(&CLUSTERS)?;
-        super::each_cluster(|cluster| {
+        crate::provider::each_cluster(|cluster| {
             running.create_cluster(cluster, &images, options.create_timeout)
         })?;
         running.merge_kubeconfigs()?;
@@ -196,9 +196,11 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
 /// with only the fixture app built here.
 fn images(source: ImageSource, toolchain: &Toolchain, engine: &Engine) -> Result<KindImages> {
     match source {
-        ImageSource::Local => crate::images::ensure_kind_images(toolchain, engine),
+        ImageSource::Local => {
+            crate::provider::containers::images::ensure_kind_images(toolchain, engine)
+        }
         ImageSource::Upstream => {
-            let fixture_app = crate::images::ensure_fixture_app(toolchain)?;
+            let fixture_app = crate::provider::containers::images::ensure_fixture_app(toolchain)?;
             engine.ensure_privileged(&fixture_app)?;
             Ok(KindImages {
                 node: String::new(),
@@ -290,7 +292,7 @@ impl KindRunning {
             format!(
                 "creating kind cluster {cluster} (bounded by --create-timeout; last line of {}: {})",
                 log.display(),
-                crate::process::tail(&log, 1).trim()
+                crate::sys::process::tail(&log, 1).trim()
             )
         })?;
         let mut load = vec!["load", "docker-image", "--name", cluster];

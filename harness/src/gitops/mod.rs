@@ -9,6 +9,8 @@
 //! the environment's own Flux and its `flux-system` objects, pointing at the served copy, take their
 //! place, as if `flux bootstrap` had run against that copy.
 
+pub mod gitserver;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::process::{LogFiles, ManagedProcess};
+use crate::sys::process::{LogFiles, ManagedProcess};
 
 /// The socket of an engine the harness starts (Docker's default, so `docker` and `kind` reach it
 /// without `DOCKER_HOST`).
@@ -70,7 +70,10 @@ impl Engine {
                 "start a Docker engine (e.g. `sudo systemctl start docker`), run as root to let the harness start one, or use HARNESS_PROVIDER=local".into(),
             ));
         }
-        crate::system::ensure_packages(&[("dockerd", "docker.io"), ("docker", "docker.io")])?;
+        crate::provider::containers::packages::ensure_packages(&[
+            ("dockerd", "docker.io"),
+            ("docker", "docker.io"),
+        ])?;
         engine.start(false)?;
         Ok(engine)
     }
@@ -104,7 +107,7 @@ impl Engine {
         let mut slot = self.daemon.lock().unwrap();
         *slot = Some(daemon);
         let daemon = slot.as_mut().expect("just set");
-        crate::process::wait_for(
+        crate::sys::process::wait_for(
             &format!("dockerd to answer on {SOCKET} (log: {})", log.display()),
             Duration::from_secs(60),
             || {
@@ -233,9 +236,9 @@ fn probe_privileged(image: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// `expr` with its output captured, bounded by `timeout` ([`crate::exec::bounded`]).
+/// `expr` with its output captured, bounded by `timeout` ([`crate::sys::exec::bounded`]).
 fn captured(expr: duct::Expression, timeout: Duration) -> Result<Option<std::process::Output>> {
-    crate::exec::bounded(
+    crate::sys::exec::bounded(
         expr.stdout_capture().stderr_capture().stdin_null(),
         timeout,
         |_| {},
