@@ -342,7 +342,7 @@ pub fn ensure_ports_free(ports: &[u16], fix: &str) -> Result<()> {
 pub struct PortBlock {
     pub base: u16,
     pub len: u16,
-    _lock: nix::fcntl::Flock<fs::File>,
+    _lock: super::lock::FileLock,
 }
 
 impl PortBlock {
@@ -390,15 +390,9 @@ impl PortBlock {
 }
 
 /// The machine-wide lock of the block starting at `base`; `None` when another process holds it.
-fn lock_block(base: u16) -> Result<Option<nix::fcntl::Flock<fs::File>>> {
+fn lock_block(base: u16) -> Result<Option<super::lock::FileLock>> {
     let dir = std::env::temp_dir().join("k8s-ops-harness-ports");
-    fs::create_dir_all(&dir)?;
-    let file = fs::File::create(dir.join(format!("{base}.lock")))?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(lock)),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-        Err((_, e)) => Err(e.into()),
-    }
+    super::lock::try_exclusive(&dir.join(format!("{base}.lock")))
 }
 
 /// Polls `check` until it returns `Ok(Some(_))`; `Ok(None)` means "not yet", an error ends the

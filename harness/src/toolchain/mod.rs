@@ -525,12 +525,8 @@ impl Toolchain {
     }
 
     fn build_locked(&self, tool: Tool, (n, of): (usize, usize)) -> Result<()> {
-        fs::create_dir_all(self.root.join("locks"))?;
         let lock_path = self.root.join("locks").join(format!("{}.lock", tool.key()));
-        let lock_file = fs::File::create(&lock_path)?;
-        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| e)
-            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let _lock = crate::sys::lock::exclusive(&lock_path)?;
         if self.is_built(tool) {
             return Ok(()); // another process built it while we waited
         }

@@ -287,16 +287,9 @@ impl Spec {
 
 /// Serialises the builds of one image across processes (two test binaries, `harness images`):
 /// held while it builds, so the second finds the first one's image.
-fn build_lock(work: &Path, tag: &str) -> Result<nix::fcntl::Flock<fs::File>> {
-    let dir = work.join("locks");
-    fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{}.lock", tag.replace(['/', ':'], "_")));
-    nix::fcntl::Flock::lock(
-        fs::File::create(&path)?,
-        nix::fcntl::FlockArg::LockExclusive,
-    )
-    .map_err(|(_, e)| e)
-    .with_context(|| format!("locking {}", path.display()))
+fn build_lock(work: &Path, tag: &str) -> Result<crate::sys::lock::FileLock> {
+    let name = format!("{}.lock", tag.replace(['/', ':'], "_"));
+    crate::sys::lock::exclusive(&work.join("locks").join(name))
 }
 
 /// `(path, size)` of a file, or of every file below a directory.
