@@ -20,6 +20,15 @@ pub enum Error {
         why: String,
         fix: String,
     },
+    /// Another process owns the state directory (it runs or reaps an environment there).
+    #[error(
+        "{shown} is in use by {owner}: stop that environment with `cargo run -p harness -- down --state-dir {shown}` (or let it finish), or give this run another --state-dir / HARNESS_STATE_DIR",
+        shown = .dir.display()
+    )]
+    StateDirOwned {
+        dir: std::path::PathBuf,
+        owner: String,
+    },
 }
 
 impl Error {

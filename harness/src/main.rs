@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use harness::fixtures;
 use harness::gitops::GitopsOptions;
@@ -168,7 +168,7 @@ fn main() {
         Command::Down => down(&cli.state_dir),
         Command::Status => status(&cli.state_dir),
         Command::Toolchain { export, import } => toolchain(export, import),
-        Command::Images => images(&cli.state_dir),
+        Command::Images => images(),
         Command::Bench {
             env_starts,
             reps,
@@ -242,7 +242,8 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
         eprintln!("harness: {e:#}; diagnostics in {}", dir.display());
     }
     println!("harness: stopping");
-    env.stop();
+    // Stopped and its state directory released before `harness down` sees this process gone.
+    drop(env);
     let _ = fs::remove_file(state_dir.join("supervisor.pid"));
     outcome
 }
@@ -251,10 +252,11 @@ fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
 /// another one already does.
 fn claim(state_dir: &Path) -> Result<()> {
     if let Some(pid) = supervisor_pid(state_dir) {
-        bail!(
-            "an environment is already up in {} (harness pid {pid}): run `cargo run -p harness -- down` first",
-            state_dir.display()
-        );
+        return Err(harness::Error::StateDirOwned {
+            dir: state_dir.to_path_buf(),
+            owner: format!("pid {pid} (harness up)"),
+        }
+        .into());
     }
     fs::create_dir_all(state_dir)?;
     fs::write(
@@ -410,6 +412,8 @@ fn down(state_dir: &Path) -> Result<()> {
         )?;
         println!("harness: stopped the environment of harness pid {pid}");
     }
+    // Refused while another process (a scenario binary, a second `up`) still owns the directory.
+    let _owner = harness::provider::Owner::claim(state_dir)?;
     stop_leftovers(state_dir)?;
     let _ = fs::remove_file(state_dir.join("supervisor.pid"));
     println!("harness: nothing of {} is running", state_dir.display());
@@ -465,12 +469,18 @@ fn status(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn images(state_dir: &Path) -> Result<()> {
+/// Builds the kind images. Needs no environment: an engine it starts keeps its state in the tool
+/// cache, never in an environment's state directory, so it runs beside a running environment
+/// without touching it.
+fn images() -> Result<()> {
     harness::toolchain::prerequisites::check()?;
     let toolchain = Toolchain::from_env()?;
-    // A Docker engine an earlier, killed run of this command started is stopped first.
-    process::reap_stale(state_dir);
-    let engine = harness::provider::containers::engine::Engine::ensure(state_dir)?;
+    // A Docker engine an earlier, killed run of this command started is stopped first; a second
+    // `harness images` running meanwhile is refused instead.
+    let engine_dir = toolchain.cache_root().join("engine");
+    let _owner = harness::provider::Owner::claim(&engine_dir)?;
+    process::reap_stale(&engine_dir);
+    let engine = harness::provider::containers::engine::Engine::ensure(&engine_dir)?;
     let images = harness::provider::containers::images::ensure_kind_images(&toolchain, &engine)?;
     println!("node image   {}", images.node);
     for image in &images.load {

@@ -87,6 +87,20 @@ fn up_lists_what_cannot_reconcile_here_and_stays_up() {
         }
     }
     let text = seen.join("\n");
+    // A second `up` on its state directory is refused naming it, and touches nothing of it.
+    let second = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["up", "--gitops"])
+        .arg(namespaced())
+        .output()
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "a second up started: {refusal}");
+    let owner = format!("is in use by pid {} (harness up)", child.id());
+    assert!(refusal.contains(&owner), "{refusal}");
+    assert!(child.try_wait().unwrap().is_none(), "the first up died");
+    assert!(state.path().join("supervisor.pid").exists());
     // Stop it the way `harness down` does, then judge what it printed.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),

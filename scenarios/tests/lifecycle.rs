@@ -44,6 +44,44 @@ fn teardown_stops_every_process_and_frees_every_port() {
     }
 }
 
+/// One owner per state directory: a second start on it (another test binary, a second `harness
+/// up`) is refused in one line naming this process, before it stops or clears anything there.
+#[test]
+fn a_second_start_on_an_owned_state_directory_is_refused_and_touches_nothing() {
+    let dir = state_dir("owned");
+    let (env, _) = local::start(&ProviderOptions::new(&dir)).expect("environment starts");
+    let processes = env.processes();
+    let kubeconfig = std::fs::read(dir.join("kubeconfig")).unwrap();
+    let err = match local::start(&ProviderOptions::new(&dir)) {
+        Ok(_) => panic!("a second environment started in {}", dir.display()),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(
+            harness::error::kind_of(&err),
+            Some(harness::Error::StateDirOwned { .. })
+        ),
+        "{err:#}"
+    );
+    let text = format!("{err:#}");
+    assert!(
+        text.contains(&format!("is in use by pid {}", std::process::id())),
+        "{text}"
+    );
+    env.health().expect("every process still running");
+    for (name, pid) in &processes {
+        assert!(
+            harness::sys::exec::alive(*pid),
+            "{name} (pid {pid}) was stopped"
+        );
+    }
+    assert_eq!(std::fs::read(dir.join("kubeconfig")).unwrap(), kubeconfig);
+    drop(env);
+    let (again, _) =
+        local::start(&ProviderOptions::new(&dir)).expect("free once the first is gone");
+    drop(again);
+}
+
 #[test]
 fn a_taken_port_fails_fast_naming_the_port_and_the_fix() {
     let blocker = TcpListener::bind(("127.0.0.1", 0)).unwrap();

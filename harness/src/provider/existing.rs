@@ -65,6 +65,7 @@ pub fn start(kubeconfig: PathBuf) -> Result<Environment> {
         served: None,
         toolchain,
         running: Box::new(ExistingClusters),
+        _owner: None,
     })
 }
 

@@ -4,6 +4,9 @@
 pub mod containers;
 pub mod existing;
 pub mod local;
+pub mod owner;
+
+pub use owner::Owner;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -160,6 +163,8 @@ pub struct Environment {
     /// Started with `retain`: a failed scenario leaves it up (see `scenarios`).
     pub retain: bool,
     running: Box<dyn Running>,
+    /// This process' hold on `state_dir` (none on `existing`); released after `running` stopped.
+    pub(crate) _owner: Option<Owner>,
 }
 
 /// Which provider creates the clusters: `HARNESS_PROVIDER=local|kind|k3s|existing`.
@@ -217,15 +222,19 @@ fn start_k3s(_options: &ProviderOptions) -> Result<Environment> {
     )
 }
 
-/// Stops what an earlier run left in `state_dir` (the processes it recorded, by pid, saying so)
-/// and removes `entries` (files or directories) from it, so that a start begins clean.
-pub(crate) fn fresh_state_dir(state_dir: &Path, entries: &[String]) -> Result<()> {
-    reap_announced(state_dir);
-    clear_entries(state_dir, entries)
+/// Takes `state_dir` for this process, stops what an earlier run left in it (the processes it
+/// recorded, by pid, saying so) and removes `entries` (files or directories) from it, so that a
+/// start begins clean.
+pub(crate) fn fresh_state_dir(state_dir: &Path, entries: &[String]) -> Result<Owner> {
+    let owner = claim_and_reap(state_dir)?;
+    clear_entries(state_dir, entries)?;
+    Ok(owner)
 }
 
-/// Stops the processes an earlier run recorded in `state_dir` (by pid), saying so.
-pub(crate) fn reap_announced(state_dir: &Path) {
+/// Takes `state_dir` for this process (refused while another one owns it: nothing is stopped
+/// then), then stops the processes an earlier, dead owner recorded there (by pid), saying so.
+pub(crate) fn claim_and_reap(state_dir: &Path) -> Result<Owner> {
+    let owner = Owner::claim(state_dir)?;
     let stale = crate::sys::process::reap_stale(state_dir);
     if !stale.is_empty() {
         eprintln!(
@@ -235,6 +244,7 @@ pub(crate) fn reap_announced(state_dir: &Path) {
             stale.join(", ")
         );
     }
+    Ok(owner)
 }
 
 /// Creates `state_dir` and removes `entries` (files or directories) from it.

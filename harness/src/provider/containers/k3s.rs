@@ -157,7 +157,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     let tag = image_tag(&toolchain)?;
 
     let state_dir = options.state_dir.clone();
-    crate::provider::fresh_state_dir(
+    let owner = crate::provider::fresh_state_dir(
         &state_dir,
         &["git", "pids", "k3s-logs", "kubeconfig"]
             .into_iter()
@@ -168,7 +168,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     remove_stale_containers(&state_dir)?;
 
     let running = K3sRunning {
-        common: Common::new(&toolchain, &state_dir),
+        common: Common::new(&toolchain, owner),
         clusters: Mutex::new(Vec::new()),
     };
     let started = (|| {

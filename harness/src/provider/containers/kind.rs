@@ -133,7 +133,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     let source = ImageSource::from_env()?;
     let state_dir = options.state_dir.clone();
     // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign one.
-    crate::provider::reap_announced(&state_dir);
+    let owner = crate::provider::claim_and_reap(&state_dir)?;
     // Then the engine, still before anything is built (writes the state directory only when it
     // starts one).
     let engine = Engine::ensure(&state_dir)?;
@@ -161,7 +161,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
 
     let running = KindRunning {
         kind,
-        common: Common::new(&toolchain, &state_dir),
+        common: Common::new(&toolchain, owner),
         created: Mutex::new(Vec::new()),
         engine,
     };

@@ -13,7 +13,7 @@ pub mod kind;
 pub mod packages;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -199,10 +199,13 @@ pub(crate) struct Common {
     pub kubectl: Kubectl,
     pub state_dir: PathBuf,
     fixtures: Mutex<Option<FixturesServer>>,
+    /// This process' hold on the state directory, for as long as the clusters live.
+    _owner: super::Owner,
 }
 
 impl Common {
-    pub fn new(toolchain: &Toolchain, state_dir: &Path) -> Self {
+    pub fn new(toolchain: &Toolchain, owner: super::Owner) -> Self {
+        let state_dir = owner.dir();
         Self {
             kubectl: Kubectl {
                 kubectl: toolchain.binary(Tool::Kubernetes, "kubectl"),
@@ -210,6 +213,7 @@ impl Common {
             },
             state_dir: state_dir.to_path_buf(),
             fixtures: Mutex::new(None),
+            _owner: owner,
         }
     }
 
@@ -314,6 +318,7 @@ impl Common {
             toolchain,
             retain: options.retain,
             running: Box::new(running),
+            _owner: None,
         })
     }
 }

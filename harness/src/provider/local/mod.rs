@@ -73,7 +73,7 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
     toolchain.ensure_all()?;
     let toolchain_time = started.elapsed();
     let state_dir = options.state_dir.clone();
-    super::fresh_state_dir(
+    let owner = super::fresh_state_dir(
         &state_dir,
         &["clusters", "git", "pids", "kubeconfig"].map(String::from),
     )?;
@@ -100,6 +100,7 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         toolchain,
         retain: options.retain,
         running: Box::new(running),
+        _owner: Some(owner),
     };
     Ok((env, report))
 }
