@@ -10,6 +10,23 @@ use crate::sys::exec::run;
 /// every missing package at once. Package scripts do not start services (`policy-rc.d` 101):
 /// the harness starts what it needs itself, by pid.
 pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
+    if missing_of(needed).is_empty() {
+        return Ok(());
+    }
+    // One apt-get at a time among the harness's own runs (parallel tests, `harness images` beside
+    // a kind start): apt's own lock fails the second one instead of waiting. Checked again once
+    // held: the other one may just have installed the same packages.
+    let _apt =
+        crate::sys::lock::exclusive(&std::env::temp_dir().join("k8s-ops-harness-locks/apt.lock"))?;
+    let missing = missing_of(needed);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    install(&missing)
+}
+
+/// The Debian packages of `needed` whose command is not installed, each once.
+fn missing_of<'a>(needed: &[(&str, &'a str)]) -> Vec<&'a str> {
     let mut missing: Vec<&str> = needed
         .iter()
         .filter(|(command, _)| crate::toolchain::which(command).is_none())
@@ -17,9 +34,10 @@ pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
         .collect();
     missing.sort_unstable();
     missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
+    missing
+}
+
+fn install(missing: &[&str]) -> Result<()> {
     let list = missing.join(" ");
     if !nix::unistd::geteuid().is_root() || crate::toolchain::on_path("apt-get").is_none() {
         bail!("missing Debian packages {list}: install them (`sudo apt-get install -y {list}`)");
@@ -40,7 +58,7 @@ pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
     )
     .and_then(|_| {
         let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
-        args.extend(&missing);
+        args.extend(missing);
         run(
             &format!("apt-get install {list}"),
             duct::cmd("apt-get", args).env("DEBIAN_FRONTEND", "noninteractive"),
