@@ -420,31 +420,12 @@ fn down(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Deletes what an environment of `state_dir` left behind: kind clusters it recorded (while its
-/// Docker engine, if it started one, still runs), then its processes by pid, then k3s containers.
+/// Deletes what an environment of `state_dir` left behind (this process owns the directory).
 fn stop_leftovers(state_dir: &Path) -> Result<()> {
-    // kind clusters of a crashed `up --provider kind`, while its Docker engine (if it started one)
-    // still runs; the record stays for the next start where no engine answers.
-    let clusters = harness::provider::containers::kind::remove_stale_clusters(state_dir)?;
-    if !clusters.is_empty() {
-        println!(
-            "harness: deleted leftover kind clusters: {}",
-            clusters.join(", ")
-        );
+    for removed in harness::provider::reap_leftovers(state_dir)? {
+        println!("harness: {removed}");
     }
-    let stale = process::reap_stale(state_dir);
-    if !stale.is_empty() {
-        println!(
-            "harness: stopped {} leftover processes: {}",
-            stale.len(),
-            stale.join(", ")
-        );
-    }
-    // k3s containers of a crashed `up --provider k3s` (none can exist where no engine answers).
-    #[cfg(feature = "k3s")]
-    if harness::provider::containers::k3s::require_docker_engine().is_ok() {
-        harness::provider::containers::k3s::remove_stale_containers(state_dir)?;
-    }
+    let _ = fs::remove_file(state_dir.join("retained"));
     Ok(())
 }
 

@@ -19,10 +19,20 @@ fn namespaced() -> PathBuf {
 }
 
 fn spawn_up(state_dir: &Path, extra: &[&str]) -> Child {
-    // A free block of ports, released just before the harness reserves it again.
-    let base = harness::sys::process::PortBlock::first_free(24000, 41)
+    spawn_up_at(state_dir, free_port_base(), extra)
+}
+
+/// A free block of ports, released just before the harness reserves it again; each test of this
+/// binary (they run in parallel) searches from a block of its own, so two never pick the same.
+fn free_port_base() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(24000);
+    let from = NEXT.fetch_add(41, std::sync::atomic::Ordering::SeqCst);
+    harness::sys::process::PortBlock::first_free(from, 41)
         .unwrap()
-        .base;
+        .base
+}
+
+fn spawn_up_at(state_dir: &Path, base: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_harness"))
         .arg("--state-dir")
         .arg(state_dir)
@@ -63,10 +73,8 @@ fn wait_exit(child: &mut Child, bound: Duration) -> Option<std::process::ExitSta
     None
 }
 
-#[test]
-fn up_lists_what_cannot_reconcile_here_and_stays_up() {
-    let state = tempfile::tempdir().unwrap();
-    let mut child = spawn_up(state.path(), &[]);
+/// What `up` printed until it said it is up (killed and failing the test if it never does).
+fn wait_up(child: &mut Child) -> Vec<String> {
     let out = lines(child.stdout.take().unwrap());
     let err = lines(child.stderr.take().unwrap());
     let mut seen = Vec::new();
@@ -86,7 +94,14 @@ fn up_lists_what_cannot_reconcile_here_and_stays_up() {
             }
         }
     }
-    let text = seen.join("\n");
+    seen
+}
+
+#[test]
+fn up_lists_what_cannot_reconcile_here_and_stays_up() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = spawn_up(state.path(), &[]);
+    let text = wait_up(&mut child).join("\n");
     // A second `up` on its state directory is refused naming it, and touches nothing of it.
     let second = Command::new(env!("CARGO_BIN_EXE_harness"))
         .arg("--state-dir")
@@ -164,4 +179,53 @@ fn up_strict_fails_naming_what_is_not_ready() {
         assert!(stderr.contains(needle), "no {needle:?} in: {stderr}");
     }
     assert!(!state.path().join("supervisor.pid").exists());
+}
+
+/// However `harness up` dies, nothing of its environment outlives it by more than 15 s: no
+/// recorded process (the control planes are kwokctl's, not its children), no port of its block, and
+/// the reaper itself is gone too. SIGTERM and SIGINT are handled by `up`; SIGKILL only the reaper
+/// can answer.
+#[rstest::rstest]
+#[case::sigterm(nix::sys::signal::Signal::SIGTERM)]
+#[case::sigint(nix::sys::signal::Signal::SIGINT)]
+#[case::sigkill(nix::sys::signal::Signal::SIGKILL)]
+fn nothing_outlives_up_however_it_dies(#[case] signal: nix::sys::signal::Signal) {
+    let state = tempfile::tempdir().unwrap();
+    let base = free_port_base();
+    let mut child = spawn_up_at(state.path(), base, &[]);
+    wait_up(&mut child);
+    let recorded = harness::sys::process::recorded_pids(state.path());
+    assert!(recorded.len() >= 2 * 9, "{recorded:?}");
+    let reaper: u32 = std::fs::read_to_string(state.path().join("reaper.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let _ = wait_exit(&mut child, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let left = || {
+        let processes: Vec<String> = recorded
+            .iter()
+            .filter(|(_, pid, _)| harness::sys::exec::alive(*pid))
+            .map(|(name, pid, _)| format!("{name} ({pid})"))
+            .chain(harness::sys::exec::alive(reaper).then(|| format!("reaper ({reaper})")))
+            .collect();
+        let ports: Vec<u16> = (base..base + 41)
+            .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+            .collect();
+        (processes, ports)
+    };
+    while left() != (vec![], vec![]) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let log = std::fs::read_to_string(state.path().join("reaper.log")).unwrap_or_default();
+    assert_eq!(
+        left(),
+        (vec![], vec![]),
+        "15 s after {signal}; reaper.log: {log}"
+    );
+    if signal == nix::sys::signal::Signal::SIGKILL {
+        assert!(log.contains("the owner is gone; stopped"), "{log}");
+    }
 }

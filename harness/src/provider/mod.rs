@@ -5,6 +5,7 @@ pub mod containers;
 pub mod existing;
 pub mod local;
 pub mod owner;
+pub mod reaper;
 
 pub use owner::Owner;
 
@@ -118,6 +119,7 @@ impl ProviderOptions {
             return error;
         }
         std::mem::forget(running);
+        reaper::retain(&self.state_dir);
         anyhow::anyhow!(
             "{error:#}; kept up for inspection (HARNESS_RETAIN=1): export KUBECONFIG={}, remove it with `HARNESS_STATE_DIR={} cargo run -p harness -- down` (the fixtures' Git server is part of this process and stops when it exits)",
             kubeconfig.display(),
@@ -235,6 +237,7 @@ pub(crate) fn fresh_state_dir(state_dir: &Path, entries: &[String]) -> Result<Ow
 /// then), then stops the processes an earlier, dead owner recorded there (by pid), saying so.
 pub(crate) fn claim_and_reap(state_dir: &Path) -> Result<Owner> {
     let owner = Owner::claim(state_dir)?;
+    reaper::forget_retained(state_dir);
     let stale = crate::sys::process::reap_stale(state_dir);
     if !stale.is_empty() {
         eprintln!(
@@ -245,6 +248,32 @@ pub(crate) fn claim_and_reap(state_dir: &Path) -> Result<Owner> {
         );
     }
     Ok(owner)
+}
+
+/// Removes what an environment of `state_dir` left behind when its owner died: the kind clusters it
+/// recorded (while a Docker engine it started still runs), then its processes by pid, then its k3s
+/// containers. Says what it removed, one item per entry. The caller owns `state_dir`.
+pub fn reap_leftovers(state_dir: &Path) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    let clusters = containers::kind::remove_stale_clusters(state_dir)?;
+    if !clusters.is_empty() {
+        removed.push(format!("deleted kind clusters: {}", clusters.join(", ")));
+    }
+    let stale = crate::sys::process::reap_stale(state_dir);
+    if !stale.is_empty() {
+        removed.push(format!(
+            "stopped {} processes: {}",
+            stale.len(),
+            stale.join(", ")
+        ));
+    }
+    // k3s containers (none can exist where no engine answers).
+    #[cfg(feature = "k3s")]
+    if containers::k3s::require_docker_engine().is_ok() {
+        containers::k3s::remove_stale_containers(state_dir)?;
+    }
+    let _ = fs::remove_file(state_dir.join("supervisor.pid"));
+    Ok(removed)
 }
 
 /// Creates `state_dir` and removes `entries` (files or directories) from it.

@@ -13,10 +13,12 @@ use anyhow::{Context, Result};
 
 use crate::sys::lock::{self, FileLock};
 
-/// The held lock of one state directory; released when dropped.
+/// The held lock of one state directory and the watcher that reaps it should this process die
+/// ([`super::reaper`]); released when dropped.
 #[derive(Debug)]
 pub struct Owner {
     _lock: FileLock,
+    _reaper: super::reaper::Reaper,
     dir: PathBuf,
 }
 
@@ -45,6 +47,7 @@ impl Owner {
         write!(held, "pid {} ({})", std::process::id(), command.join(" "))?;
         Ok(Self {
             _lock: held,
+            _reaper: super::reaper::Reaper::spawn(state_dir)?,
             dir: state_dir.to_path_buf(),
         })
     }
