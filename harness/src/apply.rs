@@ -28,7 +28,7 @@ pub async fn client_for(path: &Path, context: &str) -> Result<Client> {
 
 /// Applies every document of `yaml` (server-side apply, forced), resolving kinds by discovery.
 pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<Vec<String>> {
-    let discovery = Discovery::new(client.clone()).run().await?;
+    let discovery = discover(client).await?;
     let mut applied = Vec::new();
     for doc in serde_norway::Deserializer::from_str(yaml) {
         let value = serde_norway::Value::deserialize(doc)?;
@@ -39,6 +39,22 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<Vec<String>> {
         applied.push(apply_object(client, &discovery, obj).await?);
     }
     Ok(applied)
+}
+
+/// The cluster's API. A group whose CRD was just created can answer 404 for a moment while the
+/// API server registers it: tried again, briefly, before that is an error.
+async fn discover(client: &Client) -> Result<Discovery> {
+    let mut attempt = 1;
+    loop {
+        match Discovery::new(client.clone()).run().await {
+            Ok(discovery) => return Ok(discovery),
+            Err(_) if attempt < 5 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).context("discovering the API of the cluster"),
+        }
+    }
 }
 
 /// Applies one object; returns `Kind/namespace/name`.

@@ -86,6 +86,8 @@ pub struct Layout {
     pub apps: [(Role, &'static str, &'static str); 4],
     /// The file of odoo's HelmRelease, relative to the repository root.
     pub odoo_helmrelease: &'static str,
+    /// A `dependsOn` chain of Kustomizations on one cluster, first to last (empty: none).
+    pub chain: &'static [FluxObject],
 }
 
 /// `fixtures/gitops`: every Kustomization in `flux-system`, HelmReleases in the app's namespace.
@@ -111,6 +113,7 @@ pub const FLUX_SYSTEM_LAYOUT: Layout = Layout {
         (Role::SecondRelease, "apps", "whoami"),
     ],
     odoo_helmrelease: "kubernetes/apps/business/odoo/app/helmrelease.yaml",
+    chain: &[],
 };
 
 /// `fixtures/gitops-namespaced`: each Kustomization in its app's namespace next to its
@@ -130,7 +133,9 @@ pub const APP_NAMESPACE_LAYOUT: Layout = Layout {
         hr("apps", "business", "odoo"),
         hr("apps", "business", "whoami"),
     ],
-    not_ready: &[hr("infra", "observability", "remote-dashboard")],
+    // remote-dashboard's unreachable chart: a stand-in with `--offline-standins auto` (the
+    // default); listed not Ready with `never` (harness/tests/up.rs).
+    not_ready: &[],
     apps: [
         (Role::Odoo, "apps", "odoo"),
         (Role::Gatus, "infra", "gatus"),
@@ -138,10 +143,59 @@ pub const APP_NAMESPACE_LAYOUT: Layout = Layout {
         (Role::SecondRelease, "apps", "whoami"),
     ],
     odoo_helmrelease: "kubernetes/apps/business/odoo/app/helmrelease.yaml",
+    chain: &[
+        ks("apps", "volsync-system", "volsync"),
+        ks("apps", "business", "odoo"),
+        ks("apps", "business", "whoami"),
+    ],
+};
+
+/// `fixtures/gitops-homeops`: the shape of a real home-ops repository (entry paths
+/// `kubernetes/<cluster>/flux`, OCI charts on ghcr.io, kinds only operators serve, a 3-level
+/// dependsOn chain with `wait: true`, postBuild substitution through a parent's patch, Flux-level
+/// components); it comes up offline with stand-ins ([`crate::gitops::standins`]).
+pub const HOMEOPS_LAYOUT: Layout = Layout {
+    dir: "fixtures/gitops-homeops",
+    objects: &[
+        ks("infra", "flux-system", "flux-system"),
+        ks("infra", "flux-system", "cluster-apps"),
+        ks("infra", "flux-system", "kube-prometheus-stack"),
+        ks("infra", "flux-system", "blackbox-exporter"),
+        ks("infra", "flux-system", "grafana"),
+        ks("infra", "flux-system", "gatus"),
+        ks("infra", "flux-system", "echo"),
+        hr("infra", "observability", "kube-prometheus-stack"),
+        hr("infra", "observability", "blackbox-exporter"),
+        hr("infra", "observability", "gatus"),
+        ks("apps", "flux-system", "flux-system"),
+        ks("apps", "flux-system", "cluster-apps"),
+        ks("apps", "flux-system", "cloudnative-pg"),
+        ks("apps", "flux-system", "postgres-cluster"),
+        ks("apps", "flux-system", "odoo"),
+        ks("apps", "flux-system", "whoami"),
+        ks("apps", "flux-system", "platform-policies"),
+        hr("apps", "database", "cloudnative-pg"),
+        hr("apps", "business", "odoo"),
+        hr("apps", "business", "whoami"),
+    ],
+    // Its admin Secret comes from an ExternalSecret, and no secret store runs here.
+    not_ready: &[hr("infra", "observability", "grafana")],
+    apps: [
+        (Role::Odoo, "apps", "odoo"),
+        (Role::Gatus, "infra", "gatus"),
+        (Role::KustomizationOnly, "infra", "echo"),
+        (Role::SecondRelease, "apps", "whoami"),
+    ],
+    odoo_helmrelease: "kubernetes/apps/apps/business/odoo/app/helmrelease.yaml",
+    chain: &[
+        ks("apps", "flux-system", "cloudnative-pg"),
+        ks("apps", "flux-system", "postgres-cluster"),
+        ks("apps", "flux-system", "odoo"),
+    ],
 };
 
 /// Every fixture repository the scenarios know.
-pub const LAYOUTS: [&Layout; 2] = [&FLUX_SYSTEM_LAYOUT, &APP_NAMESPACE_LAYOUT];
+pub const LAYOUTS: [&Layout; 3] = [&FLUX_SYSTEM_LAYOUT, &APP_NAMESPACE_LAYOUT, &HOMEOPS_LAYOUT];
 
 impl Layout {
     /// `(cluster, name)` of the app playing `role`.
@@ -209,12 +263,18 @@ pub async fn bootstrap(
     served: &Served,
     cluster: &str,
     url: &str,
+    prepared: &crate::gitops::standins::Prepared,
     timeout: Duration,
 ) -> Result<()> {
     // One deadline for the whole bootstrap: each wait gets what is left of it.
     let deadline = tokio::time::Instant::now() + timeout;
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     let (source, root) = served.root_manifests(cluster, url);
+    // Before anything of the repository is applied: the kinds no API of the cluster serves.
+    if let Some(render) = prepared.renders.get(cluster) {
+        let crds = crate::gitops::standins::install_crds(client, cluster, render).await?;
+        prepared.report.crds.lock().unwrap().extend(crds);
+    }
     if let Some(secret) = served.sops_secret() {
         apply::apply_yaml(client, &secret)
             .await
@@ -282,7 +342,9 @@ pub async fn not_ready(client: &Client) -> Result<Vec<NotReady>> {
             Err(e) => return Err(e.into()),
         };
         for obj in list {
-            if assertions::is_ready(&obj) || assertions::is_suspended(&obj) {
+            // An OCI HelmRepository is a static object: source-controller gives it no conditions.
+            let static_oci = resource.kind == "HelmRepository" && obj.data["spec"]["type"] == "oci";
+            if assertions::is_ready(&obj) || assertions::is_suspended(&obj) || static_oci {
                 continue;
             }
             let ready = assertions::condition(&obj, "Ready");

@@ -63,6 +63,10 @@ enum Command {
         /// The age key Flux decrypts the repository's SOPS secrets with (Secret flux-system/sops-age).
         #[arg(long, value_name = "FILE")]
         sops_age_key: Option<PathBuf>,
+        /// Which remote sources (OCI/Helm/Git) of the repository are replaced by local stand-ins:
+        /// `auto` those whose URL does not answer, `always` all, `never` none.
+        #[arg(long, env = "HARNESS_OFFLINE_STANDINS", value_enum, default_value_t)]
+        offline_standins: harness::gitops::standins::Mode,
     },
     /// Stop the environment started by `up` (and anything a crashed run left behind).
     Down,
@@ -151,6 +155,7 @@ fn main() {
             cluster_path,
             strict,
             sops_age_key,
+            offline_standins,
         } => up(
             provider,
             ProviderOptions::new(&cli.state_dir)
@@ -163,6 +168,7 @@ fn main() {
                     cluster_paths: cluster_path.into_iter().collect(),
                     strict,
                     sops_age_key,
+                    offline_standins: Some(offline_standins),
                 }),
         ),
         Command::Down => down(&cli.state_dir),
@@ -322,6 +328,24 @@ fn print_up(
     }
     for line in env.served.iter().flat_map(|s| s.describe()) {
         println!("  entry path of {line}");
+    }
+    let report = &env.standins.report;
+    let (standing_in, real): (Vec<_>, Vec<_>) = report
+        .sources
+        .iter()
+        .partition(|s| matches!(s.used, harness::gitops::standins::Used::StandIn { .. }));
+    if !report.sources.is_empty() {
+        println!(
+            "  remote sources: {} real, {} stand-in (each said at start, `harness: source …`)",
+            real.len(),
+            standing_in.len()
+        );
+    }
+    if !report.is_empty() {
+        println!(
+            "Stand-ins (not real: no controller behind these CRDs, a minimal chart or empty content behind these sources):"
+        );
+        print!("{}", report.table());
     }
     if !not_ready.is_empty() {
         println!("Not Ready (the environment stays up; `--strict` fails instead):");

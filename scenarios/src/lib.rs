@@ -63,7 +63,7 @@ pub fn layout(env: &Environment) -> anyhow::Result<&'static Layout> {
         None => Ok(&FLUX_SYSTEM_LAYOUT),
         Some(served) => Layout::of(served).ok_or_else(|| {
             anyhow::anyhow!(
-                "the environment serves {}, which no scenario knows: HARNESS_GITOPS_DIR must be fixtures/gitops or fixtures/gitops-namespaced",
+                "the environment serves {}, which no scenario knows: HARNESS_GITOPS_DIR must be fixtures/gitops, fixtures/gitops-namespaced or fixtures/gitops-homeops",
                 served.dir.display()
             )
         }),

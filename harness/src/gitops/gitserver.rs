@@ -42,6 +42,74 @@ impl FixturesRepo {
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
+    /// Commits and pushes every change of the working copy (nothing when there is none).
+    pub fn commit_all(&self, message: &str) -> Result<()> {
+        git(&self.work, &["add", "--all"])?;
+        if git(&self.work, &["status", "--porcelain"])?.is_empty() {
+            return Ok(());
+        }
+        git(&self.work, &["commit", "--quiet", "-m", message])?;
+        git(&self.work, &["push", "--quiet", "origin", "main"])?;
+        Ok(())
+    }
+
+    /// URL of another repository served next to this one (`<name>.git`).
+    pub fn sibling_url(&self, name: &str) -> String {
+        let base = self
+            .url
+            .rsplit_once('/')
+            .map_or(self.url.as_str(), |(b, _)| b);
+        format!("{base}/{name}.git")
+    }
+
+    /// Serves another repository next to this one: `<name>.git`, one commit on `main` with an
+    /// empty kustomization in each of `paths` (a stand-in for a Git source that cannot be fetched).
+    pub fn add_repository(
+        &self,
+        name: &str,
+        paths: &std::collections::BTreeSet<String>,
+    ) -> Result<String> {
+        let root = self
+            .work
+            .parent()
+            .context("the working copy has a parent")?;
+        let repos = root.join("repos");
+        let work = root.join(format!("work-{name}"));
+        git(
+            &repos,
+            &[
+                "init",
+                "--quiet",
+                "--bare",
+                "--initial-branch=main",
+                &format!("{name}.git"),
+            ],
+        )?;
+        fs::create_dir_all(&work)?;
+        let mut dirs: Vec<&str> = paths
+            .iter()
+            .map(|p| p.trim_start_matches("./").trim_end_matches('/'))
+            .collect();
+        dirs.push("");
+        for dir in dirs {
+            let dir = work.join(dir);
+            fs::create_dir_all(&dir)?;
+            fs::write(
+                dir.join("kustomization.yaml"),
+                "# k8s-ops harness stand-in for a Git source that cannot be fetched here\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n",
+            )?;
+        }
+        git(&work, &["init", "--quiet", "--initial-branch=main"])?;
+        git(&work, &["add", "--all"])?;
+        git(
+            &work,
+            &["commit", "--quiet", "-m", "harness: stand-in repository"],
+        )?;
+        let bare = repos.join(format!("{name}.git"));
+        git(&work, &["push", "--quiet", &bare.to_string_lossy(), "main"])?;
+        Ok(self.sibling_url(name))
+    }
+
     /// Writes `relative_path` (relative to the repository root), commits and pushes; returns the commit.
     pub fn commit_file(&self, relative_path: &str, content: &str, message: &str) -> Result<String> {
         let path = self.work.join(relative_path);

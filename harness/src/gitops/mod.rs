@@ -10,6 +10,8 @@
 //! place, as if `flux bootstrap` had run against that copy.
 
 pub mod gitserver;
+pub mod render;
+pub mod standins;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,6 +47,8 @@ pub struct GitopsOptions {
     pub strict: bool,
     /// The age key Flux decrypts SOPS secrets with.
     pub sops_age_key: Option<PathBuf>,
+    /// `--offline-standins`; `None`: `HARNESS_OFFLINE_STANDINS`, else `auto`.
+    pub offline_standins: Option<crate::gitops::standins::Mode>,
 }
 
 /// One cluster's entry path, and how it was chosen (said at start).
@@ -64,6 +68,8 @@ pub struct Served {
     pub strict: bool,
     /// Contents of the age key file, when given.
     pub sops_age_key: Option<String>,
+    /// Which sources get a stand-in ([`crate::gitops::standins`]).
+    pub standins: crate::gitops::standins::Mode,
 }
 
 impl GitopsOptions {
@@ -124,7 +130,12 @@ impl GitopsOptions {
             }
             None => None,
         };
+        let standins = match self.offline_standins {
+            Some(mode) => mode,
+            None => crate::gitops::standins::Mode::from_env()?,
+        };
         Ok(Served {
+            standins,
             is_fixtures: dir == fixtures.canonicalize().unwrap_or(fixtures),
             dir,
             entries,
@@ -179,6 +190,25 @@ pub fn entry_path(dir: &Path, cluster: &str, given: Option<&str>) -> Result<Entr
             several.join(", "),
             several[0]
         ),
+    }
+}
+
+/// The names flux-operator's charts install Flux under, as a kustomize target (a regex, anchored).
+const FLUX_OPERATOR_NAMES: &str = "name: flux-operator|flux-instance";
+
+/// Whether `o` is part of a flux-operator installation of Flux: left out of the entry path as the
+/// root Kustomization's patches leave it out.
+pub fn is_flux_installation(o: &serde_json::Value) -> bool {
+    let group = o["apiVersion"].as_str().unwrap_or_default();
+    let named = matches!(
+        o["metadata"]["name"].as_str(),
+        Some("flux-operator" | "flux-instance")
+    );
+    match o["kind"].as_str() {
+        Some("FluxInstance") => group.starts_with("fluxcd.controlplane.io/"),
+        Some("HelmRelease") => named && group.starts_with("helm.toolkit.fluxcd.io/"),
+        Some("OCIRepository") => named && group.starts_with("source.toolkit.fluxcd.io/"),
+        _ => false,
     }
 }
 
@@ -243,6 +273,28 @@ spec:
                 ],
                 ["kustomize.toolkit.fluxcd.io/v1", "Kustomization"],
             ),
+            // A flux-operator installation of Flux (its HelmReleases and their chart sources, or
+            // a FluxInstance): the environment runs Flux already.
+            (
+                vec![
+                    "group: helm.toolkit.fluxcd.io",
+                    "kind: HelmRelease",
+                    FLUX_OPERATOR_NAMES,
+                ],
+                ["helm.toolkit.fluxcd.io/v2", "HelmRelease"],
+            ),
+            (
+                vec![
+                    "group: source.toolkit.fluxcd.io",
+                    "kind: OCIRepository",
+                    FLUX_OPERATOR_NAMES,
+                ],
+                ["source.toolkit.fluxcd.io/v1", "OCIRepository"],
+            ),
+            (
+                vec!["group: fluxcd.controlplane.io", "kind: FluxInstance"],
+                ["fluxcd.controlplane.io/v1", "FluxInstance"],
+            ),
         ] {
             let _ = writeln!(root, "    - target:");
             for line in target {
@@ -271,6 +323,14 @@ spec:
                 "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SOPS_SECRET}\n  namespace: flux-system\nstringData:\n  age.agekey: |\n    {key}\n"
             )
         })
+    }
+
+    /// `cluster -> entry path`.
+    pub fn entry_paths(&self) -> BTreeMap<String, String> {
+        self.entries
+            .iter()
+            .map(|(c, e)| (c.clone(), e.path.clone()))
+            .collect()
     }
 
     /// One line per cluster: its entry path and how it was chosen.
@@ -332,7 +392,7 @@ mod tests {
         assert!(!root.contains("decryption"));
         let parsed: serde_norway::Value = serde_norway::from_str(&root).unwrap();
         let patches = parsed["spec"]["patches"].as_sequence().unwrap();
-        assert_eq!(patches.len(), 3);
+        assert_eq!(patches.len(), 6);
         for p in patches {
             assert!(p["patch"].as_str().unwrap().starts_with("$patch: delete\n"));
         }
@@ -342,6 +402,15 @@ mod tests {
         );
         assert_eq!(patches[1]["target"]["kind"].as_str(), Some("GitRepository"));
         assert_eq!(patches[2]["target"]["name"].as_str(), Some("flux-system"));
+        // flux-operator's installation of Flux: its two releases, their chart sources, a FluxInstance.
+        for (patch, kind) in patches[3..].iter().zip(["HelmRelease", "OCIRepository"]) {
+            assert_eq!(patch["target"]["kind"].as_str(), Some(kind));
+            assert_eq!(
+                patch["target"]["name"].as_str(),
+                Some("flux-operator|flux-instance")
+            );
+        }
+        assert_eq!(patches[5]["target"]["kind"].as_str(), Some("FluxInstance"));
     }
 
     #[test]
@@ -377,5 +446,26 @@ mod tests {
         let e = options.resolve().unwrap_err().to_string();
         assert!(e.contains(says), "{e}");
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[rstest::rstest]
+    #[case::operator_release("helm.toolkit.fluxcd.io/v2", "HelmRelease", "flux-operator", true)]
+    #[case::instance_release("helm.toolkit.fluxcd.io/v2", "HelmRelease", "flux-instance", true)]
+    #[case::chart_source("source.toolkit.fluxcd.io/v1", "OCIRepository", "flux-operator", true)]
+    #[case::flux_instance("fluxcd.controlplane.io/v1", "FluxInstance", "flux", true)]
+    #[case::an_app_release("helm.toolkit.fluxcd.io/v2", "HelmRelease", "flux-operator-ui", false)]
+    #[case::another_kind("v1", "ConfigMap", "flux-operator", false)]
+    fn a_flux_operator_installation_is_recognised(
+        #[case] api_version: &str,
+        #[case] kind: &str,
+        #[case] name: &str,
+        #[case] left_out: bool,
+    ) {
+        let object = serde_json::json!({
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": name, "namespace": "flux-system"},
+        });
+        assert_eq!(is_flux_installation(&object), left_out);
     }
 }

@@ -63,6 +63,7 @@ pub fn start(kubeconfig: PathBuf) -> Result<Environment> {
             .join("existing"),
         fixtures: None,
         served: None,
+        standins: Default::default(),
         toolchain,
         running: Box::new(ExistingClusters),
         _owner: None,

@@ -161,6 +161,8 @@ pub struct Environment {
     pub fixtures: Option<FixturesRepo>,
     /// What the fixtures repository serves (`fixtures/gitops` or `--gitops DIR`) and its entry paths.
     pub served: Option<Served>,
+    /// The repository's render per cluster and what in the environment is a stand-in.
+    pub standins: crate::gitops::standins::Prepared,
     pub toolchain: Toolchain,
     /// Started with `retain`: a failed scenario leaves it up (see `scenarios`).
     pub retain: bool,

@@ -42,6 +42,9 @@ pub enum Tool {
     KustomizeController,
     HelmController,
     NotificationController,
+    /// The OCI registry (CNCF distribution) that serves stand-in charts for sources that cannot be
+    /// fetched here (`harness up --offline-standins`, [`crate::gitops::standins`]).
+    Registry,
     /// Only for the kind provider (and validating kind-configs/ here).
     Kind,
     /// kind provider, node image built here: kubelet, kubeadm, kube-proxy of the `kubernetes` pin.
@@ -112,7 +115,7 @@ const fn controller(tool: Tool, key: &'static str, module: &'static str) -> Spec
 }
 
 /// Every tool, in the order of [`Tool`]'s variants.
-const SPECS: [Spec; 13] = [
+const SPECS: [Spec; 14] = [
     Spec {
         packages: &[("cmd/task", "task")],
         cold_build_hint: "1-2 min",
@@ -185,6 +188,16 @@ const SPECS: [Spec; 13] = [
             Tool::NotificationController,
             "notification-controller",
             "github.com/fluxcd/notification-controller",
+        )
+    },
+    Spec {
+        packages: &[("cmd/registry", "registry")],
+        cold_build_hint: "1-2 min",
+        cold_build_secs: 90,
+        ..spec(
+            Tool::Registry,
+            "registry",
+            "github.com/distribution/distribution/v3",
         )
     },
     Spec {

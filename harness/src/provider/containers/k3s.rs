@@ -182,6 +182,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             &manifest,
             &served,
             options,
+            &toolchain,
         )
     })();
     Common::environment(

@@ -179,6 +179,7 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             &manifest,
             &served,
             options,
+            &toolchain,
         )
     })();
     Common::environment(

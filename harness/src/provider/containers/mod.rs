@@ -24,6 +24,7 @@ use crate::fixtures::{self, CLUSTERS};
 use crate::flux::CONTROLLERS;
 use crate::gitops::Served;
 use crate::gitops::gitserver::{FixturesRepo, GitServer};
+use crate::gitops::standins::{self, Prepared};
 use crate::sys::exec::run;
 use crate::sys::process::PortBlock;
 use crate::toolchain::{Tool, Toolchain};
@@ -227,7 +228,8 @@ impl Common {
         manifest: &str,
         served: &Served,
         options: &ProviderOptions,
-    ) -> Result<FixturesRepo> {
+        toolchain: &Toolchain,
+    ) -> Result<(FixturesRepo, Prepared)> {
         super::each_cluster(|cluster| self.kubectl.wait_nodes_ready(cluster))?;
         let port = PortBlock::first_free(20000, 1)?;
         let (git, repo) = GitServer::start_on(
@@ -246,16 +248,35 @@ impl Common {
             self.kubectl
                 .install_flux(cluster, manifest, options.flux_timeout)
         })?;
+        let prepared = standins::prepare(
+            toolchain,
+            &served.entry_paths(),
+            &repo,
+            served.standins,
+            standins::Serving::Not(
+                "the kind provider's Flux runs in containers, which cannot reach the registry on 127.0.0.1",
+            ),
+        )?;
+        for line in prepared.report.lines() {
+            eprintln!("harness: {line}");
+        }
         super::each_cluster(|cluster| {
             crate::sys::exec::runtime()
                 .block_on(async {
                     let client = apply::client_for(&self.kubectl.kubeconfig, cluster).await?;
-                    fixtures::bootstrap(&client, served, cluster, repo.url(), options.ready_timeout)
-                        .await
+                    fixtures::bootstrap(
+                        &client,
+                        served,
+                        cluster,
+                        repo.url(),
+                        &prepared,
+                        options.ready_timeout,
+                    )
+                    .await
                 })
                 .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))
         })?;
-        Ok(repo)
+        Ok((repo, prepared))
     }
 
     /// The git server's logs and `<state>/<cluster_logs>`, those that exist.
@@ -295,13 +316,13 @@ impl Common {
         running: R,
         common: impl Fn(&R) -> &Common,
         toolchain: Toolchain,
-        started: Result<FixturesRepo>,
+        started: Result<(FixturesRepo, Prepared)>,
         served: Served,
         label: &str,
         options: &ProviderOptions,
     ) -> Result<Environment> {
-        let fixtures = match started {
-            Ok(repo) => repo,
+        let (fixtures, standins) = match started {
+            Ok(started) => started,
             Err(e) => {
                 let logs = running.log_paths();
                 let kubectl = common(&running).kubectl.clone();
@@ -315,6 +336,7 @@ impl Common {
             state_dir: c.state_dir.clone(),
             fixtures: Some(fixtures),
             served: Some(served),
+            standins,
             toolchain,
             retain: options.retain,
             running: Box::new(running),

@@ -17,13 +17,14 @@ use crate::fixtures::{self, CLUSTERS};
 use crate::flux::{self, FluxControllers};
 use crate::gitops::Served;
 use crate::gitops::gitserver::GitServer;
+use crate::gitops::standins::{self, Prepared};
 use crate::sys::process::{self, PortBlock};
 use crate::toolchain::{Tool, Toolchain};
 use crate::{apply, diagnostics};
 use kwok::{ClusterPorts, KwokCluster};
 
-/// Ports of one environment: the git server, then one block per cluster.
-const PORTS_PER_ENV: u16 = 1 + ClusterPorts::LEN * CLUSTERS.len() as u16;
+/// Ports of one environment: the git server, one block per cluster, the stand-ins' registry.
+const PORTS_PER_ENV: u16 = 2 + ClusterPorts::LEN * CLUSTERS.len() as u16;
 
 /// Timings of one start, for docs and benchmarks.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +57,8 @@ struct LocalRunning {
     toolchain: Toolchain,
     state_dir: PathBuf,
     git: Mutex<Option<GitServer>>,
+    /// The registry serving stand-in charts (only when the repository needs one).
+    registry: Mutex<Option<process::ManagedProcess>>,
     clusters: Mutex<Vec<LocalCluster>>,
     /// Held until the environment is gone.
     ports: PortBlock,
@@ -81,12 +84,13 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         toolchain: toolchain.clone(),
         state_dir: state_dir.clone(),
         git: Mutex::new(None),
+        registry: Mutex::new(None),
         clusters: Mutex::new(Vec::new()),
         ports: reserve_ports(options)?,
     };
     // On error `running` is dropped by `failed_start`, which stops whatever was started (unless
     // retained).
-    let (kubeconfig, fixtures, mut report) = match bring_up(&running, &served, options) {
+    let (kubeconfig, fixtures, standins, mut report) = match bring_up(&running, &served, options) {
         Ok(ok) => ok,
         Err(e) => return Err(options.failed_start(running, &state_dir.join("kubeconfig"), e)),
     };
@@ -97,6 +101,7 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         state_dir,
         fixtures: Some(fixtures),
         served: Some(served),
+        standins,
         toolchain,
         retain: options.retain,
         running: Box::new(running),
@@ -127,15 +132,35 @@ fn bring_up(
     running: &LocalRunning,
     served: &Served,
     options: &ProviderOptions,
-) -> Result<(PathBuf, crate::gitops::gitserver::FixturesRepo, StartReport)> {
+) -> Result<(
+    PathBuf,
+    crate::gitops::gitserver::FixturesRepo,
+    Prepared,
+    StartReport,
+)> {
     let state_dir = &running.state_dir;
     let base = running.ports.base;
     let (git, fixtures_repo) = GitServer::start(&state_dir.join("git"), &served.dir, base)?;
+    *running.git.lock().unwrap() = Some(git);
+    let prepared = standins::prepare(
+        &running.toolchain,
+        &served.entry_paths(),
+        &fixtures_repo,
+        served.standins,
+        standins::Serving::At {
+            registry_port: base + PORTS_PER_ENV - 1,
+            state_dir,
+            process: &running.registry,
+        },
+    )?;
+    for line in prepared.report.lines() {
+        eprintln!("harness: {line}");
+    }
     let repo = ServedAt {
         served,
         url: fixtures_repo.url(),
+        prepared: &prepared,
     };
-    *running.git.lock().unwrap() = Some(git);
     let mut report = StartReport {
         ports: base..base + PORTS_PER_ENV,
         toolchain: Duration::ZERO,
@@ -172,7 +197,7 @@ fn bring_up(
         );
         return Err(e.context(format!("diagnostics saved in {}", dir.display())));
     }
-    Ok((kubeconfig, fixtures_repo, report))
+    Ok((kubeconfig, fixtures_repo, prepared, report))
 }
 
 /// Starts every cluster at once, one thread each, on its share of the port block; returns each
@@ -217,6 +242,7 @@ fn start_clusters(
 struct ServedAt<'a> {
     served: &'a Served,
     url: &'a str,
+    prepared: &'a Prepared,
 }
 
 fn start_cluster(
@@ -283,6 +309,7 @@ fn start_cluster(
         repo.served,
         name,
         repo.url,
+        repo.prepared,
         options.ready_timeout,
     ));
     if let Err(e) = ready {
@@ -345,7 +372,7 @@ impl Running for LocalRunning {
     }
 
     fn log_paths(&self) -> Vec<PathBuf> {
-        let mut paths = vec![self.state_dir.join("git")];
+        let mut paths = vec![self.state_dir.join("git"), self.state_dir.join("registry")];
         if let Ok(dir) = fs::read_dir(self.state_dir.join("clusters")) {
             for entry in dir.flatten() {
                 let cluster = entry.path();
@@ -380,12 +407,18 @@ impl Running for LocalRunning {
             }
             out.extend(c.flux.describe().into_iter().map(|(n, pid, _)| (n, pid)));
         }
+        if let Some(registry) = self.registry.lock().unwrap().as_ref() {
+            out.push(("registry".to_string(), registry.pid()));
+        }
         out
     }
 
     fn health(&self) -> Result<()> {
         if let Some(git) = self.git.lock().unwrap().as_ref() {
             git.ensure_running()?;
+        }
+        if let Some(registry) = self.registry.lock().unwrap().as_mut() {
+            registry.ensure_running()?;
         }
         for c in self.clusters.lock().unwrap().iter_mut() {
             c.kwok.ensure_running()?;
@@ -407,6 +440,9 @@ impl Running for LocalRunning {
         });
         if let Some(mut git) = self.git.lock().unwrap().take() {
             git.stop();
+        }
+        if let Some(mut registry) = self.registry.lock().unwrap().take() {
+            registry.stop(Duration::from_secs(5));
         }
         process::reap_stale(&self.state_dir);
         // A killed Go process can still hold its sockets for a moment after its pid looks gone
