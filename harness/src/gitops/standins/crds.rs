@@ -1,0 +1,208 @@
+//! Stand-in CRDs: a permissive CRD for every kind of a render that nothing on the cluster serves.
+
+use super::*;
+
+/// Installs on `cluster` a stand-in CRD for every kind of `render` that it does not serve and the
+/// repository ships no CRD for; returns them.
+pub async fn install_crds(
+    client: &Client,
+    cluster: &str,
+    render: &Render,
+) -> Result<Vec<StandinCrd>> {
+    let discovery = kube::Discovery::new(client.clone())
+        .run()
+        .await
+        .context("discovering the API of the cluster")?;
+    let mut served = BTreeSet::new();
+    for group in discovery.groups() {
+        for (resource, _) in group.resources_by_stability() {
+            served.insert((resource.group.clone(), resource.kind.clone()));
+        }
+        for version in group.versions() {
+            for (resource, _) in group.versioned_resources(version) {
+                served.insert((resource.group.clone(), resource.kind.clone()));
+            }
+        }
+    }
+    let crds = standin_crds(cluster, render, &served);
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    // Typed, with no discovery per object: right after a CRD of a new group is created, discovery
+    // of that group answers 404 for a moment.
+    let params = kube::api::PatchParams::apply(crate::apply::FIELD_MANAGER).force();
+    for crd in &crds {
+        let object: CustomResourceDefinition = serde_norway::from_str(&crd_manifest(crd))
+            .with_context(|| format!("the stand-in CRD {} is not a CRD", crd.name))?;
+        api.patch(&crd.name, &params, &kube::api::Patch::Apply(&object))
+            .await
+            .with_context(|| format!("creating the stand-in CRD {}", crd.name))?;
+    }
+    for crd in &crds {
+        let established = kube::runtime::wait::await_condition(
+            api.clone(),
+            &crd.name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .with_context(|| {
+                format!("the stand-in CRD {} not established within 30 s", crd.name)
+            })??;
+    }
+    Ok(crds)
+}
+
+/// The stand-in CRDs `render` needs where `served` (group, kind) are served.
+pub(super) fn standin_crds(
+    cluster: &str,
+    render: &Render,
+    served: &BTreeSet<(String, String)>,
+) -> Vec<StandinCrd> {
+    let shipped: BTreeSet<(String, String)> = render
+        .objects
+        .iter()
+        .filter(|o| {
+            o.kind() == "CustomResourceDefinition" && o.group_version().0 == "apiextensions.k8s.io"
+        })
+        .map(|o| {
+            (
+                o.value["spec"]["group"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                o.value["spec"]["names"]["kind"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let mut wanted: BTreeMap<(String, String), Vec<&Object>> = BTreeMap::new();
+    for o in &render.objects {
+        let (group, _) = o.group_version();
+        if group.is_empty() {
+            continue;
+        }
+        let key = (group.to_string(), o.kind().to_string());
+        if served.contains(&key) || shipped.contains(&key) {
+            continue;
+        }
+        wanted.entry(key).or_default().push(o);
+    }
+    wanted
+        .into_iter()
+        .map(|((group, kind), objects)| {
+            let versions: BTreeSet<String> = objects
+                .iter()
+                .map(|o| o.group_version().1.to_string())
+                .collect();
+            let gvk = kube::api::GroupVersionKind::gvk(
+                &group,
+                versions.iter().next().expect("one object"),
+                &kind,
+            );
+            let plural = kube::discovery::ApiResource::from_gvk(&gvk).plural;
+            StandinCrd {
+                cluster: cluster.to_string(),
+                name: format!("{plural}.{group}"),
+                kind,
+                versions: versions.into_iter().collect(),
+                namespaced: objects.iter().any(|o| o.namespace().is_some()),
+                objects: objects.iter().map(|o| o.id()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// A permissive CRD: every version served, the first stored, any content kept.
+pub(super) fn crd_manifest(crd: &StandinCrd) -> String {
+    let (plural, group) = crd.name.split_once('.').expect("<plural>.<group>");
+    let versions: Vec<Value> = crd
+        .versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            json!({"name": v, "served": true, "storage": i == 0,
+                   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}})
+        })
+        .collect();
+    let mut annotations = json!({STANDIN_FOR: format!("{} of the served repository: no controller runs it", crd.kind)});
+    // Kubernetes' own groups (Gateway API's gateway.networking.k8s.io …) refuse a CRD without it;
+    // a value starting with "unapproved" is accepted and says what it is.
+    if group.ends_with(".k8s.io") || group.ends_with(".kubernetes.io") {
+        annotations["api-approved.kubernetes.io"] = json!("unapproved, k8s-ops harness stand-in");
+    }
+    serde_json::to_string(&json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": crd.name,
+            "labels": {STANDIN_LABEL: "true", "app.kubernetes.io/managed-by": "k8s-ops-harness"},
+            "annotations": annotations,
+        },
+        "spec": {
+            "group": group,
+            "scope": if crd.namespaced { "Namespaced" } else { "Cluster" },
+            "names": {"kind": crd.kind, "plural": plural, "singular": crd.kind.to_lowercase(), "listKind": format!("{}List", crd.kind)},
+            "versions": versions,
+        }
+    }))
+    .expect("json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gitops::standins::tests::object;
+    #[test]
+    fn unknown_kinds_get_crds_unless_served_or_shipped() {
+        let render = Render {
+            objects: vec![
+                object(
+                    json!({"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": {"name": "r", "namespace": "observability"}}),
+                ),
+                object(
+                    json!({"apiVersion": "external-secrets.io/v1", "kind": "ClusterSecretStore", "metadata": {"name": "s"}}),
+                ),
+                object(
+                    json!({"apiVersion": "volsync.backube/v1alpha1", "kind": "ReplicationSource", "metadata": {"name": "v", "namespace": "x"}}),
+                ),
+                object(
+                    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "replicationsources.volsync.backube"},
+                              "spec": {"group": "volsync.backube", "names": {"kind": "ReplicationSource"}}}),
+                ),
+                object(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}})),
+                object(
+                    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}),
+                ),
+            ],
+            ..Render::default()
+        };
+        let served = BTreeSet::from([
+            ("apps".to_string(), "Deployment".to_string()),
+            (
+                "apiextensions.k8s.io".to_string(),
+                "CustomResourceDefinition".to_string(),
+            ),
+        ]);
+        let crds = standin_crds("apps", &render, &served);
+        let names: Vec<(&str, bool)> = crds
+            .iter()
+            .map(|c| (c.name.as_str(), c.namespaced))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("clustersecretstores.external-secrets.io", false),
+                ("prometheusrules.monitoring.coreos.com", true)
+            ]
+        );
+        let manifest: Value = serde_json::from_str(&crd_manifest(&crds[1])).unwrap();
+        assert_eq!(manifest["metadata"]["labels"][STANDIN_LABEL], "true");
+        assert_eq!(
+            manifest["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-preserve-unknown-fields"],
+            true
+        );
+        assert_eq!(manifest["spec"]["names"]["plural"], "prometheusrules");
+    }
+}
