@@ -53,9 +53,16 @@ async fn live(client: &kube::Client, o: &Object) -> anyhow::Result<Option<Dynami
     Ok(api.get_opt(o.name()).await?)
 }
 
-/// Ready, or a kind source-controller keeps without conditions (an OCI HelmRepository).
+/// Ready, or an object Flux keeps without conditions: an OCI HelmRepository (source-controller),
+/// an Alert or Provider of notification's v1beta3 API (static objects since that version).
 fn ready_or_static(o: &DynamicObject, kind: &str) -> bool {
-    is_ready(o) || (kind == "HelmRepository" && o.data["spec"]["type"] == "oci")
+    let v1beta3 = o
+        .types
+        .as_ref()
+        .is_some_and(|t| t.api_version == "notification.toolkit.fluxcd.io/v1beta3");
+    is_ready(o)
+        || (kind == "HelmRepository" && o.data["spec"]["type"] == "oci")
+        || (matches!(kind, "Alert" | "Provider") && v1beta3)
 }
 
 /// Every Flux object of the render is on the cluster, and the cluster's Kustomizations and
