@@ -133,7 +133,7 @@ pub const APP_NAMESPACE_LAYOUT: Layout = Layout {
         hr("apps", "business", "odoo"),
         hr("apps", "business", "whoami"),
     ],
-    // remote-dashboard's unreachable chart: a stand-in with `--offline-standins auto` (the
+    // remote-dashboard's unreachable chart: a stand-in with `--standins auto` (the
     // default); listed not Ready with `never` (harness/tests/up.rs).
     not_ready: &[],
     apps: [

@@ -65,7 +65,13 @@ enum Command {
         sops_age_key: Option<PathBuf>,
         /// Which remote sources (OCI/Helm/Git) of the repository are replaced by local stand-ins:
         /// `auto` those whose URL does not answer, `always` all, `never` none.
-        #[arg(long, env = "HARNESS_OFFLINE_STANDINS", value_enum, default_value_t)]
+        #[arg(
+            long = "standins",
+            value_name = "WHICH",
+            env = "HARNESS_STANDINS",
+            value_enum,
+            default_value_t
+        )]
         offline_standins: harness::gitops::standins::Mode,
     },
     /// Stop the environment started by `up` (and anything a crashed run left behind).

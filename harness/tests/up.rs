@@ -1,5 +1,5 @@
 //! `harness up --gitops` on the second fixture repository, as an operator runs it: the real binary,
-//! a real local environment, stand-in sources off (`--offline-standins never`). What cannot reconcile
+//! a real local environment, stand-in sources off (`--standins never`). What cannot reconcile
 //! here then (its unreachable remote chart) ends the
 //! start in a table and the environment stays up; with `--strict` the start fails naming it.
 
@@ -40,7 +40,7 @@ fn spawn_up_at(state_dir: &Path, base: u16, extra: &[&str]) -> Child {
         .args(["up", "--port-base", &base.to_string(), "--gitops"])
         .arg(namespaced())
         // Without stand-in sources, its unreachable remote chart cannot reconcile here.
-        .args(["--offline-standins", "never"])
+        .args(["--standins", "never"])
         .args(extra)
         .env_remove("HARNESS_GITOPS_DIR")
         .env_remove("HARNESS_RETAIN")

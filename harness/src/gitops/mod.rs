@@ -47,7 +47,7 @@ pub struct GitopsOptions {
     pub strict: bool,
     /// The age key Flux decrypts SOPS secrets with.
     pub sops_age_key: Option<PathBuf>,
-    /// `--offline-standins`; `None`: `HARNESS_OFFLINE_STANDINS`, else `auto`.
+    /// `--standins`; `None`: `HARNESS_STANDINS`, else `auto`.
     pub offline_standins: Option<crate::gitops::standins::Mode>,
 }
 

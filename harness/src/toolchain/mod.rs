@@ -43,7 +43,7 @@ pub enum Tool {
     HelmController,
     NotificationController,
     /// The OCI registry (CNCF distribution) that serves stand-in charts for sources that cannot be
-    /// fetched here (`harness up --offline-standins`, [`crate::gitops::standins`]).
+    /// fetched here (`harness up --standins`, [`crate::gitops::standins`]).
     Registry,
     /// Only for the kind provider (and validating kind-configs/ here).
     Kind,

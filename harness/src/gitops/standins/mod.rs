@@ -1,5 +1,5 @@
 //! Stand-ins for what an operator's repository needs and this machine cannot provide, so that the
-//! repository comes up offline (`harness up --gitops DIR --offline-standins auto|always|never`):
+//! repository comes up offline (`harness up --gitops DIR --standins auto|always|never`):
 //!
 //! - **Stand-in CRDs**: every apiVersion/kind of the [`crate::gitops::render`] that the cluster does not
 //!   serve and that the repository does not ship a CRD for (PrometheusRule, ExternalSecret,
@@ -50,7 +50,7 @@ use sources::*;
 pub const STANDIN_LABEL: &str = "k8s-ops.harness/stand-in";
 pub const STANDIN_FOR: &str = "k8s-ops.harness/stand-in-for";
 
-/// `--offline-standins` / `HARNESS_OFFLINE_STANDINS`.
+/// `--standins` / `HARNESS_STANDINS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Mode {
     /// A stand-in for each source whose URL does not answer; the real one where it does.
@@ -63,17 +63,15 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// `HARNESS_OFFLINE_STANDINS`, `auto` when unset; anything else is refused in one line.
+    /// `HARNESS_STANDINS`, `auto` when unset; anything else is refused in one line.
     pub fn from_env() -> Result<Self> {
-        match std::env::var("HARNESS_OFFLINE_STANDINS")
+        match std::env::var("HARNESS_STANDINS")
             .ok()
             .filter(|v| !v.is_empty())
         {
             None => Ok(Self::Auto),
             Some(v) => <Self as clap::ValueEnum>::from_str(&v, true).map_err(|_| {
-                anyhow::anyhow!(
-                    "HARNESS_OFFLINE_STANDINS={v}: not a mode — use auto, always or never"
-                )
+                anyhow::anyhow!("HARNESS_STANDINS={v}: not a mode — use auto, always or never")
             }),
         }
     }
@@ -95,7 +93,7 @@ pub struct StandinCrd {
 /// Which source a remote source of the repository ended up with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Used {
-    /// The real one: its URL answered (or `--offline-standins never`).
+    /// The real one: its URL answered (or `--standins never`).
     Real(String),
     /// A stand-in at this URL, and why.
     StandIn { url: String, why: String },
@@ -275,7 +273,7 @@ pub fn prepare(
     let mut standins = Vec::new();
     for plan in plans {
         let used = match (&serving, mode) {
-            (_, Mode::Never) => Used::Real("--offline-standins never".to_string()),
+            (_, Mode::Never) => Used::Real("--standins never".to_string()),
             _ if plan.kind == "Bucket" => Used::Unavailable("no stand-in for a Bucket".to_string()),
             (Serving::Not(why), _) => match probe.answers(&plan.url) {
                 Ok(()) => Used::Real("it answers".to_string()),
@@ -288,7 +286,7 @@ pub fn prepare(
                     (_, answer) => Used::StandIn {
                         url: plan.standin_url(*registry_port, repo),
                         why: match answer {
-                            Ok(()) => "--offline-standins always".to_string(),
+                            Ok(()) => "--standins always".to_string(),
                             Err(e) => e,
                         },
                     },
