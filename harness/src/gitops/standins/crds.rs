@@ -114,15 +114,23 @@ pub(super) fn standin_crds(
         .collect()
 }
 
-/// A permissive CRD: every version served, the first stored, any content kept.
+/// The version a CRD stores: the newest by Kubernetes' version priority (GA over beta over alpha,
+/// higher numbers first), as the API server would prefer it.
+pub(super) fn storage_version(versions: &[String]) -> Option<&String> {
+    versions
+        .iter()
+        .max_by_key(|v| kube::core::Version::parse(v).priority())
+}
+
+/// A permissive CRD: every version served, the newest stored, any content kept.
 pub(super) fn crd_manifest(crd: &StandinCrd) -> String {
     let (plural, group) = crd.name.split_once('.').expect("<plural>.<group>");
+    let storage = storage_version(&crd.versions);
     let versions: Vec<Value> = crd
         .versions
         .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            json!({"name": v, "served": true, "storage": i == 0,
+        .map(|v| {
+            json!({"name": v, "served": true, "storage": Some(v) == storage,
                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}})
         })
         .collect();
@@ -204,5 +212,32 @@ mod tests {
             true
         );
         assert_eq!(manifest["spec"]["names"]["plural"], "prometheusrules");
+    }
+
+    #[rstest::rstest]
+    #[case::one(&["v1"], "v1")]
+    #[case::ga_over_beta(&["v1", "v1beta1"], "v1")]
+    #[case::beta_over_alpha(&["v1alpha1", "v1beta2"], "v1beta2")]
+    #[case::higher_ga(&["v1", "v2", "v2beta1"], "v2")]
+    fn the_newest_version_is_stored(#[case] versions: &[&str], #[case] stored: &str) {
+        let versions: Vec<String> = versions.iter().map(|v| v.to_string()).collect();
+        assert_eq!(storage_version(&versions).map(String::as_str), Some(stored));
+        let crd = StandinCrd {
+            cluster: "apps".into(),
+            name: "widgets.example.io".into(),
+            kind: "Widget".into(),
+            versions: versions.clone(),
+            namespaced: true,
+            objects: vec![],
+        };
+        let manifest: Value = serde_json::from_str(&crd_manifest(&crd)).unwrap();
+        let stored_in_manifest: Vec<&str> = manifest["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["storage"] == true)
+            .map(|v| v["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(stored_in_manifest, [stored]);
     }
 }
