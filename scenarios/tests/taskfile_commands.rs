@@ -174,16 +174,36 @@ fn assert_every_call_has_context(out: &TaskOutput, calls: &[String]) {
 }
 
 /// `expected` fragments must each match a distinct call, in this order when `ordered`.
+/// Whether `call` holds `want`, where each `…` in `want` stands for any text (a time, a user).
+fn matches(call: &str, want: &str) -> bool {
+    let mut rest = call;
+    let mut parts = want.split('…');
+    let Some(first) = parts.next() else {
+        return true;
+    };
+    let Some(at) = rest.find(first) else {
+        return false;
+    };
+    rest = &rest[at + first.len()..];
+    for part in parts {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 fn assert_calls(out: &TaskOutput, calls: &[String], expected: &[String], ordered: bool) {
     let mut from = 0;
     for want in expected {
         let hit = if ordered {
             calls[from..]
                 .iter()
-                .position(|c| c.contains(want.as_str()))
+                .position(|c| matches(c, want))
                 .map(|i| i + from)
         } else {
-            calls.iter().position(|c| c.contains(want.as_str()))
+            calls.iter().position(|c| matches(c, want))
         };
         let Some(i) = hit else {
             panic!(
@@ -238,20 +258,21 @@ fn gitops() -> String {
 // kubectl reads from stdin), whose response is the read-back.
 #[case::suspend_app(&["flux:suspend", "APP=odoo", "CLUSTER=apps"], &[
     "kubectl --context apps --request-timeout=5s get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io -A --field-selector metadata.name=odoo -o jsonpath=",
-    "kubectl --context apps patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath={.kind}{\"|\"}{.metadata.namespace}{\"|\"}{.metadata.name}{\"|\"}{.spec.suspend}{\"\\n\"} <<< Kustomization flux-system/odoo, HelmRelease business/odoo",
+    "kubectl --context apps patch --field-manager=flux --type=merge -p {\"metadata\":{\"annotations\":{\"k8s-ops.io/suspended-by\":\"…\",\"k8s-ops.io/suspended-at\":\"…\",\"k8s-ops.io/suspend-reason\":null,\"k8s-ops.io/suspend-batch\":null}},\"spec\":{\"suspend\":true}} -f - -o jsonpath={.kind}{\"|\"}{.metadata.namespace}{\"|\"}{.metadata.name}{\"|\"}{.spec.suspend}{\"\\n\"} <<< Kustomization flux-system/odoo, HelmRelease business/odoo",
 ], &["flux suspend", "config get-contexts", "/readyz", "jsonpath={.spec.suspend}"], true)]
 #[case::suspend_default_cluster(&["flux:suspend", "APP=gatus"], &[
-    "kubectl --context infra patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath=",
+    "kubectl --context infra patch --field-manager=flux --type=merge -p {\"metadata\":{\"annotations\":{\"k8s-ops.io/suspended-by\":\"…\",\"k8s-ops.io/suspended-at\":\"…\",\"k8s-ops.io/suspend-reason\":null,\"k8s-ops.io/suspend-batch\":null}},\"spec\":{\"suspend\":true}} -f - -o jsonpath=",
     " <<< Kustomization flux-system/gatus, HelmRelease observability/gatus",
 ], &[], false)]
-#[case::suspend_alias(&["f:suspend", "APP=gatus", "CLUSTER=infra"], &["kubectl --context infra patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath="], &[], true)]
+#[case::suspend_alias(&["f:suspend", "APP=gatus", "CLUSTER=infra"], &["kubectl --context infra patch --field-manager=flux --type=merge -p {\"metadata\":{\"annotations\":{\"k8s-ops.io/suspended-by\":\"…\",\"k8s-ops.io/suspended-at\":\"…\",\"k8s-ops.io/suspend-reason\":null,\"k8s-ops.io/suspend-batch\":null}},\"spec\":{\"suspend\":true}} -f - -o jsonpath="], &[], true)]
 #[case::suspend_type_hr(&["flux:suspend", "APP=odoo", "TYPE=hr", "CLUSTER=apps"], &[
     "get helmreleases.v2.helm.toolkit.fluxcd.io -A --field-selector metadata.name=odoo",
-    "patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath={.kind}{\"|\"}{.metadata.namespace}{\"|\"}{.metadata.name}{\"|\"}{.spec.suspend}{\"\\n\"} <<< HelmRelease business/odoo",
+    "patch --field-manager=flux --type=merge -p {\"metadata\":{\"annotations\":{\"k8s-ops.io/suspended-by\":\"…\",\"k8s-ops.io/suspended-at\":\"…\",\"k8s-ops.io/suspend-reason\":null,\"k8s-ops.io/suspend-batch\":null}},\"spec\":{\"suspend\":true}} -f - -o jsonpath={.kind}{\"|\"}{.metadata.namespace}{\"|\"}{.metadata.name}{\"|\"}{.spec.suspend}{\"\\n\"} <<< HelmRelease business/odoo",
 ], &["Kustomization flux-system/odoo"], true)]
 #[case::suspend_namespace(&["flux:suspend", "NAMESPACE=business", "CLUSTER=apps"], &[
     "get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io -n business -o jsonpath=",
-    " <<< HelmRelease business/odoo, HelmRelease business/whoami",
+    // A whole namespace is one batch: its id is recorded on every object.
+    "\"k8s-ops.io/suspend-batch\":\"…\"}},\"spec\":{\"suspend\":true}} -f - …<<< HelmRelease business/odoo, HelmRelease business/whoami",
 ], &["Kustomization flux-system"], true)]
 #[case::suspend_app_in_namespace(&["flux:suspend", "APP=dup", "NAMESPACE=team-b", "CLUSTER=apps"], &[
     "-n team-b --field-selector metadata.name=dup",
@@ -284,7 +305,7 @@ fn gitops() -> String {
     "-n business get helmreleases.v2.helm.toolkit.fluxcd.io odoo -o jsonpath={.spec.suspend}{\"|\"}{.status.conditions[?(@.type==\"Ready\")].status}",
 ], &[], true)]
 #[case::suspend_all(&["--yes", "flux:suspend-all", "CLUSTER=apps"], &[
-    "kubectl --context apps patch --field-manager=flux --type=merge -p {\"spec\":{\"suspend\":true}} -f - -o jsonpath=",
+    "kubectl --context apps patch --field-manager=flux --type=merge -p {\"metadata\":{\"annotations\":{\"k8s-ops.io/suspended-by\":\"…\",\"k8s-ops.io/suspended-at\":\"…\",\"k8s-ops.io/suspend-reason\":null,\"k8s-ops.io/suspend-batch\":\"…\"}},\"spec\":{\"suspend\":true}} -f - -o jsonpath=",
     " <<< Kustomization flux-system/odoo, Kustomization flux-system/whoami, HelmRelease business/odoo, HelmRelease business/whoami, HelmRelease team-a/dup, HelmRelease team-b/dup",
 ], &["--context infra"], false)]
 #[case::logs_app(&["flux:logs", "APP=odoo", "CLUSTER=apps", "LEVEL=error", "SINCE=1h", "TAIL=20"], &[

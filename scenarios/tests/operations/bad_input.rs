@@ -123,6 +123,10 @@ fn marker_path() -> PathBuf {
 #[case::missing_app(&["flux:suspend", "CLUSTER=apps"], "APP or NAMESPACE is required")]
 #[case::missing_app_diff(&["flux:diff", "CLUSTER=apps"], "APP is required")]
 #[case::type_bogus(&["flux:suspend", "APP=odoo", "TYPE=bogus", "CLUSTER=apps"], "TYPE='bogus'")]
+#[case::reason_quote(&["flux:suspend", "APP=odoo", "CLUSTER=apps", "REASON=say \"hi\""], "REASON=")]
+#[case::reason_newline(&["--yes", "flux:suspend-all", "CLUSTER=apps", "REASON=one\ntwo"], "REASON=")]
+#[case::reason_too_long(&["flux:suspend", "APP=odoo", "CLUSTER=apps", "REASON=LONG201"], "at most 200")]
+#[case::suspended_by_pipe(&["flux:suspend", "APP=odoo", "CLUSTER=apps", "SUSPENDED_BY=a|b"], "SUSPENDED_BY=")]
 #[case::status_type_bogus(&["flux:status", "TYPE=bogus", "CLUSTER=apps"], "TYPE='bogus'")]
 #[case::wait_not_bool(&["flux:resume", "APP=odoo", "WAIT=maybe", "CLUSTER=apps"], "WAIT='maybe'")]
 #[case::level_bogus(&["flux:logs", "APP=odoo", "LEVEL=trace", "CLUSTER=apps"], "LEVEL='trace'")]
@@ -142,6 +146,7 @@ async fn bad_input_is_refused_and_changes_nothing(#[case] args: &[&str], #[case]
             a.replace("MARKER", &marker.display().to_string())
                 .replace("LONG254", &"a".repeat(254))
                 .replace("LONG64", &"n".repeat(64))
+                .replace("LONG201", &"r".repeat(201))
         })
         .collect();
     scenario(

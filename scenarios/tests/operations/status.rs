@@ -135,8 +135,10 @@ async fn list_suspended_shows_only_suspended_objects() {
                 .lines()
                 .skip(1)
                 .filter(|l| !l.trim().is_empty())
-                .map(|l| l.split_whitespace().map(str::to_string).collect())
+                // KIND NAMESPACE NAME, then the suspend record (by whom, when).
+                .map(|l| l.split_whitespace().take(3).map(str::to_string).collect())
                 .collect();
+            ensure_contains(&out, &["SUSPENDED", " by "])?;
             let want = vec![
                 vec![
                     "Kustomization".to_string(),

@@ -8,10 +8,33 @@
 [[ -n ${KS_RES:-} ]] || source "${BASH_SOURCE[0]%/*}/common.sh"
 
 # The suspend patch is `flux suspend`'s own (a JSON merge patch of spec.suspend, flux v2.7–v2.9,
-# recorded under flux's field manager "flux": the stored object is the same as after flux suspend);
-# kubectl patches the objects of its stdin list one by one, in order, going on after a failed one,
-# and prints each stored object: the write is its own read-back.
-readonly SUSPEND_PATCH='{"spec":{"suspend":true}}'
+# recorded under flux's field manager "flux": the stored object is the same as after flux suspend)
+# plus the suspend record in the same request (suspend_patch); kubectl patches the objects of its
+# stdin list one by one, in order, going on after a failed one, and prints each stored object: the
+# write is its own read-back.
+SUSPEND_PATCH=""
+
+# suspend_patch <batch id or "">: SUSPEND_PATCH = spec.suspend=true with the record: who
+#   (SUSPENDED_BY, else $USER@$HOSTNAME), when (now, UTC), why (REASON) and the batch; an empty
+#   REASON or batch removes an earlier one. Inputs were validated (no '"', '\', control chars).
+suspend_patch() {
+  local by=${SUSPENDED_BY:-${USER:-$(id -un 2>/dev/null || echo unknown)}@${HOSTNAME:-unknown}} at reason=null batch=null
+  TZ=UTC printf -v at '%(%Y-%m-%dT%H:%M:%SZ)T' -1
+  [[ -n $REASON ]] && reason="\"$REASON\""
+  [[ -n $1 ]] && batch="\"$1\""
+  SUSPEND_PATCH='{"metadata":{"annotations":{"'$RECORD_BY'":"'$by'","'$RECORD_AT'":"'$at'","'$RECORD_REASON'":'$reason',"'$RECORD_BATCH'":'$batch'}},"spec":{"suspend":true}}'
+}
+
+# The resume patch: spec.suspend=false and the record removed, in one request (flux resume then
+# asks for the reconciliation and waits for it, as before).
+readonly RESUME_PATCH='{"metadata":{"annotations":{"'$RECORD_BY'":null,"'$RECORD_AT'":null,"'$RECORD_REASON'":null,"'$RECORD_BATCH'":null}},"spec":{"suspend":false}}'
+
+# new_batch: out: an id for one suspend-all or namespace-wide run (UTC time and this script's pid).
+new_batch() {
+  local now
+  TZ=UTC printf -v now '%(%Y%m%dT%H%M%SZ)T' -1
+  printf '%s-%s' "$now" "$$"
+}
 # shellcheck disable=SC2016 # jsonpath, not a shell expansion
 readonly PATCHED_JSONPATH='{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.spec.suspend}{"\n"}'
 # spec.suspend|Ready status|Ready message of one object (the message may hold "|": it comes last)
@@ -43,6 +66,7 @@ PATCHER_OUT="" PATCHER_WAIT="" PATCHER_SHELL=""
 # patcher_start: starts the patch process (a coprocess; its stderr merged into its output).
 patcher_start() {
   [[ -z $PATCHER_WAIT ]] || return 0
+  [[ -n $SUSPEND_PATCH ]] || suspend_patch ""
   coproc PATCHER { exec kubectl --context "$CLUSTER" patch --field-manager=flux --type=merge -p "$SUSPEND_PATCH" -f - -o "jsonpath=$PATCHED_JSONPATH" 2>&1; }
   # bash drops the coprocess' variables when it ends: keep its output and pid.
   exec {PATCHER_OUT}<&"${PATCHER[0]}"
@@ -122,6 +146,7 @@ suspend_rows() {
 resume_one() {
   local kind=$1 ns=$2 name=$3 ref="$1 $2/$3" wait_args=()
   is_true "$WAIT" || wait_args=(--wait=false)
+  run kubectl --context "$CLUSTER" -n "$ns" patch "$(kind_res "$kind")" "$name" --field-manager=flux --type=merge -p "$RESUME_PATCH" -o name >/dev/null || true
   run flux resume "$(kind_arg "$kind")" "$name" -n "$ns" --context "$CLUSTER" --timeout "$TIMEOUT" "${wait_args[@]}" || true
   read_state "$kind" "$ns" "$name"
   [[ $SUSPEND != true ]] || {
@@ -202,7 +227,11 @@ bulk_filter() {
 #   exit: act_rows', or the resolver's.
 cmd_act() {
   local action=$1 targets
-  [[ $action == suspend ]] && patcher_start
+  if [[ $action == suspend ]]; then
+    # A whole namespace at once is one batch, as a suspend-all is; one app is a hold of its own.
+    if [[ -n $NAMESPACE && -z $APP ]]; then suspend_patch "$(new_batch)"; else suspend_patch ""; fi
+    patcher_start
+  fi
   if [[ $action == reconcile ]] && is_true "$FAILED"; then
     targets=$(resolve ks-first failed)
   else
@@ -247,7 +276,10 @@ cmd_bulk() {
     return
   fi
   [[ -z $APP ]] || die 2 "APP cannot be combined with a bulk operation — use task flux:$action APP=$APP instead"
-  [[ $action == suspend ]] && patcher_start
+  if [[ $action == suspend ]]; then
+    suspend_patch "$(new_batch)"
+    patcher_start
+  fi
   targets=$(resolve "$(order_for "$action")" "$(bulk_filter "$action")")
   act_rows "$action" "$targets"
 }

@@ -24,6 +24,17 @@ readonly STREAM_TIMEOUT=8760h
 readonly FLUX_NAMESPACE=flux-system
 # The one jsonpath used by the resolver: Kind|namespace|name|spec.suspend|Ready status
 # shellcheck disable=SC2016 # jsonpath, not a shell expansion
+# The suspend record: annotations written in the same request as spec.suspend=true (and removed in
+# the same request as spec.suspend=false): who, when (RFC 3339, UTC), why (REASON), and which
+# suspend-all or namespace-wide run (its batch id).
+readonly RECORD_BY=k8s-ops.io/suspended-by
+readonly RECORD_AT=k8s-ops.io/suspended-at
+readonly RECORD_REASON=k8s-ops.io/suspend-reason
+readonly RECORD_BATCH=k8s-ops.io/suspend-batch
+# The record of each object: Kind|namespace|name|by|at|reason|batch (list-suspended, status).
+# shellcheck disable=SC2016 # jsonpath, not a shell expansion
+readonly RECORD_FIELDS='{.metadata.annotations.k8s-ops\.io/suspended-by}{"|"}{.metadata.annotations.k8s-ops\.io/suspended-at}{"|"}{.metadata.annotations.k8s-ops\.io/suspend-reason}{"|"}{.metadata.annotations.k8s-ops\.io/suspend-batch}'
+readonly RECORD_JSONPATH='{range .items[*]}{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}'$RECORD_FIELDS'{"\n"}{end}'
 readonly ROW_JSONPATH='{range .items[*]}{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.spec.suspend}{"|"}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}'
 
 CLUSTERS="${FOPS_CLUSTERS:-infra apps}"
@@ -45,6 +56,8 @@ WAIT="${FOPS_WAIT:-true}"
 SOURCE="${FOPS_SOURCE:-flux-system}"
 SOURCE_KIND="${FOPS_SOURCE_KIND:-git}"
 GITOPS_DIR="${FOPS_GITOPS_DIR:-.}"
+REASON="${FOPS_REASON:-}"
+SUSPENDED_BY="${FOPS_SUSPENDED_BY:-}"
 # status' resource families (TYPE=ks|hr|source|all), set by status_kinds.
 KINDS=all
 

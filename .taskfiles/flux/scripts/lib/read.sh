@@ -27,7 +27,8 @@ status_resources() {
   esac
 }
 
-# status_rows: $CLUSTER's objects as CLUSTER|KIND|NAMESPACE|NAME|READY|SUSPENDED|MESSAGE lines.
+# status_rows: $CLUSTER's objects as CLUSTER|KIND|NAMESPACE|NAME|READY|SUSPENDED|RECORD|MESSAGE
+#   lines; RECORD is the suspend record of a suspended object (record_of's phrase), else empty.
 #   The list is the cluster's first request: within API_TIMEOUT unless PROVEN. exit: kubectl's.
 status_rows() {
   local scope=(-A) sel=() timeout=$API_TIMEOUT
@@ -35,9 +36,18 @@ status_rows() {
   [[ -n $APP ]] && sel=(--field-selector "metadata.name=$APP")
   $PROVEN && timeout=$LIST_TIMEOUT
   status_resources
+  # shellcheck disable=SC2016 # jsonpath, not a shell expansion
   kc --request-timeout="$timeout" get "$REPLY" "${scope[@]}" "${sel[@]}" -o \
-    'jsonpath={range .items[*]}{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.status.conditions[?(@.type=="Ready")].status}{"|"}{.spec.suspend}{"|"}{.status.conditions[?(@.type=="Ready")].message}{"\n"}{end}' |
-    awk -v c="$CLUSTER" -F'|' 'NF { gsub(/[\t\r]/, " ", $6); printf "%s|%s|%s|%s|%s|%s|%s\n", c, $1, $2, $3, ($4 == "" ? "Unknown" : $4), ($5 == "true" ? "true" : "false"), $6 }'
+    'jsonpath={range .items[*]}{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.status.conditions[?(@.type=="Ready")].status}{"|"}{.spec.suspend}{"|"}'"$RECORD_FIELDS"'{"|"}{.status.conditions[?(@.type=="Ready")].message}{"\n"}{end}' |
+    awk -v c="$CLUSTER" -F'|' 'NF {
+      gsub(/[\t\r]/, " ", $10)
+      record = ""
+      if ($5 == "true") {
+        if ($6 == "") record = "unrecorded (suspended by another tool or by hand)"
+        else record = "by " $6 " at " $7 ($9 == "" ? "" : ", batch " $9) ($8 == "" ? "" : ": " $8)
+      }
+      printf "%s|%s|%s|%s|%s|%s|%s|%s\n", c, $1, $2, $3, ($4 == "" ? "Unknown" : $4), ($5 == "true" ? "true" : "false"), record, $10
+    }'
 }
 
 # cmd_status: one table with a CLUSTER column, not-ready first, every target cluster listed at once.
@@ -73,8 +83,9 @@ cmd_status() {
         split(h, hc, "|"); for (i = 1; i <= 6; i++) w[i] = length(hc[i])
         for (r = 1; r <= n; r++) { split(rows[r], f, "|"); for (i = 1; i <= 6; i++) if (length(f[i]) > w[i]) w[i] = length(f[i]) }
         for (i = 1; i <= 6; i++) printf "%-" w[i] "s  ", hc[i]; print hc[7]
-        for (r = 1; r <= n; r++) { split(rows[r], f, "|"); for (i = 1; i <= 6; i++) printf "%-" w[i] "s  ", f[i]; print f[7]; if (f[5] != "True") bad++ }
+        for (r = 1; r <= n; r++) { split(rows[r], f, "|"); for (i = 1; i <= 6; i++) printf "%-" w[i] "s  ", f[i]; print f[8]; if (f[5] != "True") bad++ }
         printf "\n%d object(s), %d not ready\n", n, bad
+        for (r = 1; r <= n; r++) { split(rows[r], f, "|"); if (f[6] == "true") { if (!s++) print "\nSuspended:"; printf "  %s %s %s/%s %s\n", f[1], f[2], f[3], f[4], f[7] } }
       }'
   return "$rc"
 }
@@ -87,16 +98,33 @@ cmd_list_suspended() {
     fanout cmd_list_suspended
     return
   fi
-  local out kind ns name _rest
+  local out records kind ns name _rest
   out=$(resolve ks-first suspended)
   if [[ -z $out ]]; then
     say "no suspended Kustomization or HelmRelease on cluster $CLUSTER"
     return 0
   fi
-  printf '%-14s %-24s %s\n' KIND NAMESPACE NAME
+  # Who, when and why, from the annotations the suspend tasks write (one more list).
+  records=$(kc --request-timeout="$LIST_TIMEOUT" get "$KS_RES,$HR_RES" -A -o "jsonpath=$RECORD_JSONPATH") || records=""
+  printf '%-14s %-24s %-32s %s\n' KIND NAMESPACE NAME SUSPENDED
   while IFS='|' read -r kind ns name _rest; do
-    printf '%-14s %-24s %s\n' "$kind" "$ns" "$name"
+    record_of "$kind|$ns|$name" "$records"
+    printf '%-14s %-24s %-32s %s\n' "$kind" "$ns" "$name" "$REPLY"
   done <<<"$out"
+}
+
+# record_of <Kind|ns|name> <records>: REPLY = the object's suspend record as one phrase:
+#   "by <who> at <when>[, batch <id>][: <why>]", or "unrecorded (…)" when no suspend task wrote one.
+record_of() {
+  local line by at reason batch
+  REPLY="unrecorded (suspended by another tool or by hand)"
+  while IFS= read -r line; do
+    [[ $line == "$1|"* ]] || continue
+    IFS='|' read -r by at reason batch <<<"${line#"$1|"}"
+    [[ -n $by ]] || return 0
+    REPLY="by $by at $at${batch:+, batch $batch}${reason:+: $reason}"
+    return 0
+  done <<<"$2"
 }
 
 # cmd_events: Flux events of the cluster or NAMESPACE, or APP's own events; WATCH=true streams.

@@ -24,6 +24,16 @@ check_name() {
     die 2 "$var='${value//[^[:print:]]/?}' is not a valid Kubernetes name — use lowercase letters, digits and '-' (e.g. $var=odoo)"
 }
 
+# check_text <VAR> <value>: empty, or one line of at most 200 printable characters without '"',
+#   '\' or '|' (it goes into a JSON patch and into '|'-separated rows). exit 2 otherwise.
+check_text() {
+  local var=$1 value=$2
+  [[ -z $value ]] && return 0
+  ((${#value} <= 200)) || die 2 "$var is ${#value} characters long — keep it to one line of at most 200"
+  [[ $value =~ ^[[:print:]]+$ && $value != *[\\\"\|]* ]] ||
+    die 2 "$var='${value//[^[:print:]]/?}' has a character it cannot hold — use one line of text without \", \\ or |"
+}
+
 # status_kinds: status' own TYPE (ks, hr, source, all) → KINDS, TYPE emptied. exit 2 on others.
 status_kinds() {
   case $TYPE in
@@ -71,6 +81,8 @@ validate() {
   source | kustomize | helm | notification) CONTROLLER+=-controller ;;
   *) die 2 "CONTROLLER='${CONTROLLER//[^[:print:]]/?}' is not a Flux controller — use source, kustomize, helm or notification (e.g. CONTROLLER=helm)" ;;
   esac
+  check_text REASON "$REASON"
+  check_text SUSPENDED_BY "$SUSPENDED_BY"
   check_bool WATCH "$WATCH"
   check_bool WAIT "$WAIT"
   [[ -z $LEVEL || $LEVEL =~ ^(debug|info|error)$ ]] || die 2 "LEVEL='${LEVEL//[^[:print:]]/?}' is not supported — use LEVEL=debug, info or error"
