@@ -500,8 +500,9 @@ fn tool_versions_are_asked_once_per_binary() {
     }
 }
 
-/// Bulk operations act only on what needs it: resume-all resumes the suspended ones, HelmRelease
-/// first; reconcile FAILED=true reconciles only the not-ready ones.
+/// Bulk operations act only on what needs it: resume-all resumes the suspended ones of the newest
+/// suspend-all batch, HelmRelease first (whoami's release, suspended on its own, is left alone);
+/// reconcile FAILED=true reconciles only the not-ready ones.
 #[rstest]
 #[case::resume_all(&["--yes", "flux:resume-all", "CLUSTER=apps"], "suspended", &[
     "flux resume helmrelease odoo -n business --context apps",
@@ -520,6 +521,11 @@ fn bulk_acts_on_matching_objects_only(
     let sb = Sandbox::new();
     sb.mark("apps", "HelmRelease", "business", "odoo", mark);
     sb.mark("apps", "Kustomization", "flux-system", "odoo", mark);
+    if mark == "suspended" {
+        sb.mark("apps", "HelmRelease", "business", "odoo", "batch");
+        sb.mark("apps", "Kustomization", "flux-system", "odoo", "batch");
+        sb.mark("apps", "HelmRelease", "business", "whoami", "suspended");
+    }
     let out = sb.run(args);
     let calls = sb.calls();
     if mark == "notready" {
@@ -546,13 +552,9 @@ fn bulk_acts_on_matching_objects_only(
 #[case::reconcile_failed(&["flux:reconcile", "FAILED=true", "CLUSTER=apps"])]
 fn bulk_without_tty_refuses(#[case] args: &[&str]) {
     let sb = Sandbox::new();
-    sb.mark(
-        "infra",
-        "HelmRelease",
-        "observability",
-        "gatus",
-        "suspended",
-    );
+    for mark in ["suspended", "batch"] {
+        sb.mark("infra", "HelmRelease", "observability", "gatus", mark);
+    }
     sb.mark("apps", "HelmRelease", "business", "odoo", "notready");
     let out = sb.run(args);
     assert!(!out.success(), "{}", out.transcript());

@@ -130,3 +130,50 @@ async fn bulk_suspend_refuses_without_yes(#[case] args: &[&str], #[case] stdin: 
     )
     .await;
 }
+
+/// A hold survives an emergency stop: one app suspended on its own, then suspend-all and resume-all
+/// of its cluster; resume-all brings back exactly what suspend-all suspended (its batch) and lists
+/// the held app as left alone, still suspended with its own record.
+#[tokio::test]
+async fn resume_all_leaves_a_held_app_suspended() {
+    scenario("resume-all-hold", |env| async move {
+        let _alone = alone().await;
+        let (cluster, app) = layout(env)?.app(Role::SecondRelease);
+        let held = layout(env)?.objects_of(cluster, app);
+        let client = env.client(cluster).await?;
+        let at = format!("CLUSTER={cluster}");
+        ok(&env
+            .task()
+            .run(&["flux:suspend", &format!("APP={app}"), &at, "REASON=upgrade pending"])?)?;
+        let result = async {
+            ok(&env.task().run(&["--yes", "flux:suspend-all", &at, "REASON=incident"])?)?;
+            let out = env.task().run(&["--yes", "flux:resume-all", &at])?;
+            ok(&out)?;
+            ensure_contains(&out, &["resuming batch ", "left alone"])?;
+            for (kind, obj) in ks_and_hr(&client).await? {
+                let (ns, name) = ns_name(&obj);
+                let is_held = held.iter().any(|o| o.kind == kind && o.namespace == ns && name == app);
+                if is_held {
+                    let reason = obj
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get("k8s-ops.io/suspend-reason").cloned());
+                    anyhow::ensure!(
+                        is_suspended(&obj) && reason.as_deref() == Some("upgrade pending"),
+                        "the held {kind:?} {ns}/{name} was resumed or lost its record ({reason:?}):\n{}",
+                        out.transcript()
+                    );
+                } else {
+                    assertions::wait_resumed(&client, &kind.resource(), &ns, &name, SETTLE).await?;
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        let resumed = env.task().run(&["flux:resume", &format!("APP={app}"), &at])?;
+        result?;
+        ok(&resumed)
+    })
+    .await;
+}

@@ -240,6 +240,44 @@ cmd_act() {
   act_rows "$action" "$targets"
 }
 
+# select_batch <rows>: which suspended rows resume-all acts on: those recorded with BATCH, else with
+#   the newest batch among them; every row with ALL=true. Sets KEPT (the rows), LEFT (an array of
+#   "Kind ns/name" held on their own) and PICKED (the batch id, "" when none).
+#   exit: 0; 1 when BATCH is recorded on none of them; 6 when the records could not be listed.
+select_batch() {
+  local kind ns name _rest by at reason b records
+  local -A batch_of=()
+  KEPT="" LEFT=() PICKED=$BATCH
+  if is_true "$ALL"; then
+    KEPT=$1
+    return 0
+  fi
+  records=$(kc --request-timeout="$LIST_TIMEOUT" get "$KS_RES,$HR_RES" -A -o "jsonpath=$RECORD_JSONPATH") ||
+    die 6 "listing the suspend records on cluster $CLUSTER failed — retry, or resume everything with ALL=true"
+  while IFS='|' read -r kind ns name by at reason b; do
+    [[ -n $kind ]] && batch_of["$kind|$ns|$name"]=$b
+  done <<<"$records"
+  if [[ -z $PICKED ]]; then
+    while IFS='|' read -r kind ns name _rest; do
+      [[ -z $kind ]] && continue
+      b=${batch_of["$kind|$ns|$name"]:-}
+      [[ $b > $PICKED ]] && PICKED=$b
+    done <<<"$1"
+  fi
+  while IFS='|' read -r kind ns name _rest; do
+    [[ -z $kind ]] && continue
+    if [[ -n $PICKED && ${batch_of["$kind|$ns|$name"]:-} == "$PICKED" ]]; then
+      KEPT+="$kind|$ns|$name|$_rest"$'\n'
+    else
+      LEFT+=("$kind $ns/$name")
+    fi
+  done <<<"$1"
+  if [[ -n $BATCH && -z $KEPT ]]; then
+    die 1 "BATCH=$BATCH is recorded on no suspended object of cluster $CLUSTER — see task flux:list-suspended CLUSTER=$CLUSTER"
+  fi
+  return 0
+}
+
 # cmd_count <action>: run by the bulk tasks' prompt (a go-task `sh:` variable), before anything is
 #   written. out: how many objects the bulk run would touch, "-" when the run is not a bulk one
 #   (reconcile without FAILED=true), or "!<exit code>" after the preflight or the resolver failed
@@ -257,6 +295,11 @@ cmd_count() {
     fi
     targets=$(resolve "$(order_for "$action")" "$(bulk_filter "$action")") || exit $?
     [[ -n $targets ]] || exit 0
+    if [[ $action == resume ]]; then
+      select_batch "$targets"
+      targets=${KEPT%$'\n'}
+      [[ -n $targets ]] || exit 0
+    fi
     mapfile -t lines <<<"$targets"
     say "${#lines[@]}"
   ) || rc=$?
@@ -281,6 +324,17 @@ cmd_bulk() {
     patcher_start
   fi
   targets=$(resolve "$(order_for "$action")" "$(bulk_filter "$action")")
+  if [[ $action == resume && -n $targets ]]; then
+    select_batch "$targets"
+    targets=$KEPT
+    if [[ -n $PICKED ]]; then
+      say "resuming batch $PICKED on $CLUSTER"
+    elif ! is_true "$ALL"; then
+      say "no suspend-all batch is recorded on the suspended objects of $CLUSTER — ALL=true resumes them anyway"
+    fi
+    local held
+    for held in "${LEFT[@]}"; do say "· $held left alone (held on its own: task flux:list-suspended says by whom)"; done
+  fi
   act_rows "$action" "$targets"
 }
 

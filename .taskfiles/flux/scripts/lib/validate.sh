@@ -82,6 +82,9 @@ validate() {
   *) die 2 "CONTROLLER='${CONTROLLER//[^[:print:]]/?}' is not a Flux controller — use source, kustomize, helm or notification (e.g. CONTROLLER=helm)" ;;
   esac
   check_text REASON "$REASON"
+  [[ -z $BATCH || $BATCH =~ ^[0-9]{8}T[0-9]{6}Z-[0-9]{1,10}$ ]] ||
+    die 2 "BATCH='${BATCH//[^[:print:]]/?}' is not a suspend batch id — copy one from task flux:list-suspended (e.g. BATCH=20261207T005213Z-16487)"
+  check_bool ALL "$ALL"
   check_text SUSPENDED_BY "$SUSPENDED_BY"
   check_bool WATCH "$WATCH"
   check_bool WAIT "$WAIT"
