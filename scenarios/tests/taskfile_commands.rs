@@ -501,12 +501,13 @@ fn tool_versions_are_asked_once_per_binary() {
 }
 
 /// Bulk operations act only on what needs it: resume-all resumes the suspended ones of the newest
-/// suspend-all batch, HelmRelease first (whoami's release, suspended on its own, is left alone);
+/// suspend-all batch, Kustomizations (in dependsOn order) before the HelmReleases they create
+/// (whoami's release, suspended on its own, is left alone);
 /// reconcile FAILED=true reconciles only the not-ready ones.
 #[rstest]
 #[case::resume_all(&["--yes", "flux:resume-all", "CLUSTER=apps"], "suspended", &[
-    "flux resume helmrelease odoo -n business --context apps",
     "flux resume kustomization odoo -n flux-system --context apps",
+    "flux resume helmrelease odoo -n business --context apps",
 ], "flux resume helmrelease whoami")]
 #[case::reconcile_failed(&["--yes", "flux:reconcile", "FAILED=true", "CLUSTER=apps"], "notready", &[
     "flux reconcile kustomization odoo -n flux-system --with-source --context apps",

@@ -177,3 +177,84 @@ async fn resume_all_leaves_a_held_app_suspended() {
     })
     .await;
 }
+
+/// resume-all follows `dependsOn`: three Kustomizations whose names sort against their chain
+/// (a-third needs b-second needs c-first) resume c-first, b-second, a-third, each Ready before the
+/// next; a dependsOn cycle among them is refused before the prompt, and nothing is resumed.
+#[tokio::test]
+async fn resume_all_follows_depends_on_and_refuses_a_cycle() {
+    scenario("resume-all-depends-on", |env| async move {
+        let _writing = writing().await;
+        let infra = env.client("infra").await?;
+        let (ns, chain) = ("ops-chain", ["c-first", "b-second", "a-third"]);
+        let ks = Kind::Kustomization.resource();
+        // Each applies a prefixed copy of the Kustomization-only app into the scenario's namespace.
+        let (cluster, app) = layout(env)?.app(Role::KustomizationOnly);
+        let own = layout(env)?
+            .objects_of(cluster, app)
+            .into_iter()
+            .find(|o| o.kind == Kind::Kustomization)
+            .context("the Kustomization-only app has a Kustomization")?;
+        let template = assertions::get(&env.client(cluster).await?, &ks, own.namespace, app).await?;
+        let path = template.data["spec"]["path"]
+            .as_str()
+            .context("its spec.path")?
+            .to_string();
+        let kustomization = |name: &str, after: Option<&str>| {
+            format!(
+                "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  interval: 1h\n  path: {path}\n  prune: true\n  targetNamespace: {ns}\n  namePrefix: {name}-\n  sourceRef: {{kind: GitRepository, name: flux-system, namespace: flux-system}}\n  dependsOn: [{dep}]\n---\n",
+                dep = after.map(|d| format!("{{name: {d}}}")).unwrap_or_default(),
+            )
+        };
+        let mut created = Created::on(&infra).namespace(ns);
+        for name in chain {
+            created = created.object(&ks, ns, name);
+        }
+        created
+            .around(async {
+                let mut yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n");
+                yaml += &kustomization(chain[0], None);
+                yaml += &kustomization(chain[1], Some(chain[0]));
+                yaml += &kustomization(chain[2], Some(chain[1]));
+                harness::apply::apply_yaml(&infra, &yaml).await?;
+                for name in chain {
+                    assertions::wait_ready(&infra, &ks, ns, name, SETTLE).await?;
+                }
+                let at = [format!("NAMESPACE={ns}"), "CLUSTER=infra".to_string()];
+                let bulk = |task: &str| {
+                    env.task()
+                        .run(&["--yes", task, at[0].as_str(), at[1].as_str()])
+                };
+                ok(&bulk("flux:suspend-all")?)?;
+                let out = bulk("flux:resume-all")?;
+                ok(&out)?;
+                let position = |name: &str| {
+                    out.stdout
+                        .find(&format!("Kustomization {ns}/{name} resumed"))
+                        .with_context(|| format!("{name} not resumed:\n{}", out.transcript()))
+                };
+                let order = [position(chain[0])?, position(chain[1])?, position(chain[2])?];
+                anyhow::ensure!(
+                    order.is_sorted(),
+                    "resumed out of dependsOn order:\n{}",
+                    out.transcript()
+                );
+
+                // c-first now needs a-third: a cycle. Refused before the prompt; all stay suspended.
+                harness::apply::apply_yaml(&infra, &kustomization(chain[0], Some(chain[2]))).await?;
+                ok(&bulk("flux:suspend-all")?)?;
+                let out = bulk("flux:resume-all")?;
+                anyhow::ensure!(!out.success(), "a cycle was resumed:\n{}", out.transcript());
+                ensure_contains(&out, &["depend on each other in a cycle"])?;
+                for name in chain {
+                    let obj = assertions::get(&infra, &ks, ns, name).await?;
+                    anyhow::ensure!(is_suspended(&obj), "{name} was resumed despite the cycle");
+                }
+                // The cycle fixed, the batch resumes.
+                harness::apply::apply_yaml(&infra, &kustomization(chain[0], None)).await?;
+                ok(&bulk("flux:resume-all")?)
+            })
+            .await
+    })
+    .await;
+}

@@ -237,6 +237,9 @@ cmd_act() {
   else
     targets=$(resolve "$(order_for "$action")")
   fi
+  if [[ $action == resume && -n $NAMESPACE && -z $APP ]]; then
+    targets=$(depends_order "$targets") || exit $?
+  fi
   act_rows "$action" "$targets"
 }
 
@@ -278,6 +281,61 @@ select_batch() {
   return 0
 }
 
+# The Kustomizations' dependencies: namespace|name|<ns>/<name> <ns>/<name> … (an empty <ns>: its own).
+# shellcheck disable=SC2016 # jsonpath, not a shell expansion
+readonly DEPENDS_JSONPATH='{range .items[*]}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{range .spec.dependsOn[*]}{.namespace}{"/"}{.name}{" "}{end}{"\n"}{end}'
+
+# depends_order <rows>: the rows of a bulk or namespace-wide resume in the order Flux needs them:
+#   Kustomizations in dependsOn order (a dependency before what depends on it; only dependencies
+#   among the rows count), then the HelmReleases they create. With WAIT=true each waits for its
+#   reconciliation before the next starts, so a level is Ready before the next one resumes.
+#   out: the rows. exit: 0; 1 (one line) on a dependsOn cycle among them; 6 when the list failed.
+depends_order() {
+  local kind ns name rest deps dep id ready progress left hrs=""
+  local -a ks=()
+  local -A row_of=() needs=() done_=()
+  while IFS='|' read -r kind ns name rest; do
+    [[ -z $kind ]] && continue
+    if [[ $kind == Kustomization ]]; then
+      ks+=("$ns/$name")
+      row_of["$ns/$name"]="$kind|$ns|$name|$rest"
+    else
+      hrs+="$kind|$ns|$name|$rest"$'\n'
+    fi
+  done <<<"$1"
+  if ((${#ks[@]} > 1)); then
+    deps=$(kc --request-timeout="$LIST_TIMEOUT" get "$KS_RES" -A -o "jsonpath=$DEPENDS_JSONPATH") ||
+      die 6 "listing the Kustomizations' dependsOn on cluster $CLUSTER failed — retry, or resume them one by one"
+    while IFS='|' read -r ns name rest; do
+      [[ -n ${row_of["$ns/$name"]:-} ]] || continue
+      for dep in $rest; do
+        [[ $dep == /* ]] && dep=$ns$dep
+        [[ -n ${row_of[$dep]:-} ]] && needs["$ns/$name"]+="$dep "
+      done
+    done <<<"$deps"
+  fi
+  left=${#ks[@]}
+  while ((left > 0)); do
+    progress=false
+    for id in "${ks[@]}"; do
+      [[ -z ${done_[$id]:-} ]] || continue
+      ready=true
+      for dep in ${needs[$id]:-}; do [[ -n ${done_[$dep]:-} ]] || ready=false; done
+      $ready || continue
+      printf '%s\n' "${row_of[$id]}"
+      done_[$id]=1
+      left=$((left - 1))
+      progress=true
+    done
+    if ! $progress; then
+      local cycle=()
+      for id in "${ks[@]}"; do [[ -n ${done_[$id]:-} ]] || cycle+=("$id"); done
+      die 1 "the Kustomizations ${cycle[*]} depend on each other in a cycle (spec.dependsOn) — fix the cycle in Git, or resume them one by one: task flux:resume APP=<name>"
+    fi
+  done
+  printf '%s' "$hrs"
+}
+
 # cmd_count <action>: run by the bulk tasks' prompt (a go-task `sh:` variable), before anything is
 #   written. out: how many objects the bulk run would touch, "-" when the run is not a bulk one
 #   (reconcile without FAILED=true), or "!<exit code>" after the preflight or the resolver failed
@@ -299,6 +357,8 @@ cmd_count() {
       select_batch "$targets"
       targets=${KEPT%$'\n'}
       [[ -n $targets ]] || exit 0
+      # A dependsOn cycle is refused here, before the prompt.
+      depends_order "$targets" >/dev/null
     fi
     mapfile -t lines <<<"$targets"
     say "${#lines[@]}"
@@ -334,6 +394,7 @@ cmd_bulk() {
     fi
     local held
     for held in "${LEFT[@]}"; do say "· $held left alone (held on its own: task flux:list-suspended says by whom)"; done
+    targets=$(depends_order "$targets") || exit $?
   fi
   act_rows "$action" "$targets"
 }
