@@ -132,14 +132,25 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
     let served = options.gitops.resolve()?;
     let source = ImageSource::from_env()?;
     let state_dir = options.state_dir.clone();
-    // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign one.
-    let owner = crate::provider::claim_and_reap(&state_dir)?;
+    // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign
+    // one. A state directory that does not exist holds nothing to stop, and is created only once
+    // an engine answers: a start that fails on the engine leaves nothing behind.
+    let early = match state_dir.exists() {
+        true => Some(crate::provider::claim_and_reap(&state_dir)?),
+        false => None,
+    };
     // Then the engine, still before anything is built (writes the state directory only when it
     // starts one).
     let engine = Engine::ensure(&state_dir)?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kind, Tool::Kubernetes, Tool::Task, Tool::Flux])?;
     let images = images(source, &toolchain, &engine)?;
+    // Nothing to reap in a directory that did not exist (and a dockerd just started here is ours);
+    // taken only now, so that a start that fails on the engine or the images creates nothing.
+    let owner = match early {
+        Some(owner) => owner,
+        None => crate::provider::Owner::claim(&state_dir)?,
+    };
     let stale = remove_stale_clusters(&state_dir)?;
     if !stale.is_empty() {
         eprintln!(
