@@ -346,6 +346,18 @@ mod tests {
         toolchain
     }
 
+    /// A cache that built go-task itself; returns it and that binary's path.
+    fn cache_with_its_own_task(root: &Path) -> (Toolchain, PathBuf) {
+        let to = Toolchain::at(root).unwrap();
+        let mine = to
+            .root
+            .join("tools")
+            .join(dir(&to, Tool::Task))
+            .join("bin/task");
+        write(&mine, b"built here", 0o755);
+        (to, mine)
+    }
+
     #[test]
     fn an_export_imports_into_an_empty_cache_as_it_was() {
         let scratch = tempfile::tempdir().unwrap();
@@ -392,13 +404,7 @@ mod tests {
         )
         .unwrap();
 
-        let to = Toolchain::at(scratch.path().join("to")).unwrap();
-        let mine = to
-            .root
-            .join("tools")
-            .join(dir(&to, Tool::Task))
-            .join("bin/task");
-        write(&mine, b"built here", 0o755);
+        let (to, mine) = cache_with_its_own_task(&scratch.path().join("to"));
         let report = to.import(&archive).unwrap();
         assert_eq!(report.present, vec![dir(&to, Tool::Task)]);
         assert_eq!(report.ignored, vec!["task-v0.0.1".to_string()]);
@@ -495,13 +501,7 @@ mod tests {
         let from = built_cache(&scratch.path().join("from"));
         let archive = scratch.path().join("damaged.tar.zst");
         damaged_archive(&from, &archive, &damage);
-        let to = Toolchain::at(scratch.path().join("to")).unwrap();
-        let mine = to
-            .root
-            .join("tools")
-            .join(dir(&to, Tool::Task))
-            .join("bin/task");
-        write(&mine, b"built here", 0o755);
+        let (to, _) = cache_with_its_own_task(&scratch.path().join("to"));
         let before = snapshot(&to.root);
 
         let error = format!("{:#}", to.import(&archive).unwrap_err());
