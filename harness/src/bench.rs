@@ -182,6 +182,12 @@ impl Bench<'_> {
         self.flux("resume hr odoo -n business --context apps --wait=false")?;
         self.flux("resume ks odoo -n flux-system --context apps --wait=false")
     }
+
+    /// Suspends odoo with the raw commands (the setup of every resume sample).
+    fn suspend_raw(&self) -> Result<()> {
+        self.flux("suspend ks odoo -n flux-system --context apps")?;
+        self.flux("suspend hr odoo -n business --context apps")
+    }
 }
 
 fn run_task(runner: &TaskRunner, args: &[&str]) -> Result<()> {
@@ -422,6 +428,18 @@ fn overhead_section(bench: &Bench) -> Result<Section> {
         || bench.resume_raw(),
         || bench.task(&["flux:suspend", "APP=odoo", "CLUSTER=apps"]),
     )?;
+    let raw_resume = sample(
+        "raw `flux resume hr odoo -n business --context apps --wait=false`",
+        bench.reps,
+        || bench.suspend_raw(),
+        || bench.flux("resume hr odoo -n business --context apps --wait=false"),
+    )?;
+    let task_resume = sample(
+        "`task flux:resume APP=odoo CLUSTER=apps WAIT=false` (resolves, removes the suspend record and resumes hr + ks, verifies)",
+        bench.reps,
+        || bench.suspend_raw(),
+        || bench.task(&["flux:resume", "APP=odoo", "CLUSTER=apps", "WAIT=false"]),
+    )?;
     bench.task(&["flux:resume", "APP=odoo", "CLUSTER=apps"])?;
     let rn = bench.reps.clamp(1, 3);
     let raw_reconcile = sample(
@@ -441,11 +459,19 @@ fn overhead_section(bench: &Bench) -> Result<Section> {
         title: "Toolkit overhead against raw flux".into(),
         what: "command",
         below: format!(
-            "suspend: {}; reconcile: {}. The task does more than the raw command: it finds the namespace, acts on the Kustomization as well as the HelmRelease, and reads the state back.\n",
+            "suspend: {}; resume: {}; reconcile: {}. The task does more than the raw command: it finds the namespace, acts on the Kustomization as well as the HelmRelease, writes or removes the suspend record, and reads the state back.\n",
             verdict(ratio(&task_suspend, &raw_suspend), 3.0),
+            verdict(ratio(&task_resume, &raw_resume), 3.0),
             verdict(ratio(&task_reconcile, &raw_reconcile), 1.5),
         ),
-        rows: vec![raw_suspend, task_suspend, raw_reconcile, task_reconcile],
+        rows: vec![
+            raw_suspend,
+            task_suspend,
+            raw_resume,
+            task_resume,
+            raw_reconcile,
+            task_reconcile,
+        ],
     })
 }
 
