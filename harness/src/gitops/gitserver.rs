@@ -73,18 +73,7 @@ impl FixturesRepo {
             .work
             .parent()
             .context("the working copy has a parent")?;
-        let repos = root.join("repos");
         let work = root.join(format!("work-{name}"));
-        git(
-            &repos,
-            &[
-                "init",
-                "--quiet",
-                "--bare",
-                "--initial-branch=main",
-                &format!("{name}.git"),
-            ],
-        )?;
         fs::create_dir_all(&work)?;
         let mut dirs: Vec<&str> = paths
             .iter()
@@ -99,14 +88,12 @@ impl FixturesRepo {
                 "# k8s-ops harness stand-in for a Git source that cannot be fetched here\napiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n",
             )?;
         }
-        git(&work, &["init", "--quiet", "--initial-branch=main"])?;
-        git(&work, &["add", "--all"])?;
-        git(
+        publish(
+            &root.join("repos"),
+            name,
             &work,
-            &["commit", "--quiet", "-m", "harness: stand-in repository"],
+            "harness: stand-in repository",
         )?;
-        let bare = repos.join(format!("{name}.git"));
-        git(&work, &["push", "--quiet", &bare.to_string_lossy(), "main"])?;
         Ok(self.sibling_url(name))
     }
 
@@ -122,6 +109,29 @@ impl FixturesRepo {
         git(&self.work, &["push", "--quiet", "origin", "main"])?;
         self.head()
     }
+}
+
+/// Publishes the working tree `work` as `<repos>/<name>.git`: a bare repository whose `main` holds
+/// one commit of everything in `work`, which becomes `work`'s `origin`. Returns the bare path.
+fn publish(repos: &Path, name: &str, work: &Path, message: &str) -> Result<PathBuf> {
+    fs::create_dir_all(repos)?;
+    let bare = repos.join(format!("{name}.git"));
+    git(
+        repos,
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "--initial-branch=main",
+            &format!("{name}.git"),
+        ],
+    )?;
+    git(work, &["init", "--quiet", "--initial-branch=main"])?;
+    git(work, &["add", "--all"])?;
+    git(work, &["commit", "--quiet", "-m", message])?;
+    git(work, &["remote", "add", "origin", &bare.to_string_lossy()])?;
+    git(work, &["push", "--quiet", "origin", "main"])?;
+    Ok(bare)
 }
 
 /// The harness's smart-HTTP server for `<root>/repos/*.git` (see the module docs), running on a
@@ -150,37 +160,18 @@ impl GitServer {
     ) -> Result<(Self, FixturesRepo)> {
         let backend = crate::toolchain::prerequisites::git_http_backend()?;
         let repos = root.join("repos");
-        let bare = repos.join("fixtures.git");
         let work = root.join("work");
-        fs::create_dir_all(&repos)?;
-        git(
-            &repos,
-            &[
-                "init",
-                "--quiet",
-                "--bare",
-                "--initial-branch=main",
-                "fixtures.git",
-            ],
-        )?;
-        git(&bare, &["config", "http.receivepack", "false"])?;
         // The working tree (uncommitted edits included, its own `.git` left out; symlinks stay
         // symlinks, as git stores them).
         crate::sys::exec::copy_tree(content, &work, &[".git"])
             .with_context(|| format!("copying fixtures from {}", content.display()))?;
-        git(&work, &["init", "--quiet", "--initial-branch=main"])?;
-        git(&work, &["add", "--all"])?;
-        git(
+        let bare = publish(
+            &repos,
+            "fixtures",
             &work,
-            &[
-                "commit",
-                "--quiet",
-                "-m",
-                "fixtures: initial k8s-ops layout",
-            ],
+            "fixtures: initial k8s-ops layout",
         )?;
-        git(&work, &["remote", "add", "origin", &bare.to_string_lossy()])?;
-        git(&work, &["push", "--quiet", "origin", "main"])?;
+        git(&bare, &["config", "http.receivepack", "false"])?;
 
         let addr = SocketAddrV4::new(bind_ip, port);
         let listener = TcpListener::bind(addr)
