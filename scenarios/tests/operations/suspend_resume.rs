@@ -3,51 +3,63 @@
 use super::prelude::*;
 
 /// Suspending a suspended app and resuming a resumed one succeed and leave the same state (the
-/// app's objects from the served layout's description).
+/// app's objects from the served layout's description). Without waiting (`WAIT=false`: one merge
+/// patch, no `flux resume`), the controllers still reconcile the resumed objects at their new
+/// generation: the spec change is what wakes them, as after `flux resume --wait=false`.
 #[rstest]
-#[case::gatus_infra(Role::Gatus)]
-#[case::second_release_apps(Role::SecondRelease)]
+#[case::gatus_infra(Role::Gatus, "true")]
+#[case::second_release_apps(Role::SecondRelease, "true")]
+#[case::gatus_infra_without_waiting(Role::Gatus, "false")]
 #[tokio::test]
-async fn suspend_and_resume_are_idempotent(#[case] role: Role) {
-    scenario(&format!("idempotent-{role:?}"), |env| async move {
-        let (cluster, app) = layout(env)?.app(role);
-        let objects = layout(env)?.objects_of(cluster, app);
-        let _writing = writing().await;
-        let _app = exclusive(app).await;
-        let client = env.client(cluster).await?;
-        let vars = [format!("APP={app}"), format!("CLUSTER={cluster}")];
-        for round in 1..=2 {
-            let out = env.task().run(&["flux:suspend", &vars[0], &vars[1]])?;
-            anyhow::ensure!(
-                out.success(),
-                "suspend #{round} failed:\n{}",
-                out.transcript()
-            );
-            for o in &objects {
-                let obj = assertions::get(&client, &o.kind.resource(), o.namespace, app).await?;
+async fn suspend_and_resume_are_idempotent(#[case] role: Role, #[case] wait: &str) {
+    scenario(
+        &format!("idempotent-{role:?}-wait-{wait}"),
+        |env| async move {
+            let (cluster, app) = layout(env)?.app(role);
+            let objects = layout(env)?.objects_of(cluster, app);
+            let _writing = writing().await;
+            let _app = exclusive(app).await;
+            let client = env.client(cluster).await?;
+            let vars = [format!("APP={app}"), format!("CLUSTER={cluster}")];
+            for round in 1..=2 {
+                let out = env.task().run(&["flux:suspend", &vars[0], &vars[1]])?;
                 anyhow::ensure!(
-                    is_suspended(&obj),
-                    "{:?} {}/{app} not suspended after suspend #{round}",
-                    o.kind,
-                    o.namespace
+                    out.success(),
+                    "suspend #{round} failed:\n{}",
+                    out.transcript()
                 );
+                for o in &objects {
+                    let obj =
+                        assertions::get(&client, &o.kind.resource(), o.namespace, app).await?;
+                    anyhow::ensure!(
+                        is_suspended(&obj),
+                        "{:?} {}/{app} not suspended after suspend #{round}",
+                        o.kind,
+                        o.namespace
+                    );
+                }
             }
-        }
-        for round in 1..=2 {
-            let out = env.task().run(&["flux:resume", &vars[0], &vars[1]])?;
-            anyhow::ensure!(
-                out.success(),
-                "resume #{round} failed:\n{}",
-                out.transcript()
-            );
-            for o in &objects {
-                assertions::wait_resumed(&client, &o.kind.resource(), o.namespace, app, SETTLE)
-                    .await
-                    .with_context(|| format!("after resume #{round}"))?;
+            for round in 1..=2 {
+                let out = env.task().run(&[
+                    "flux:resume",
+                    &vars[0],
+                    &vars[1],
+                    &format!("WAIT={wait}"),
+                ])?;
+                anyhow::ensure!(
+                    out.success(),
+                    "resume #{round} failed:\n{}",
+                    out.transcript()
+                );
+                for o in &objects {
+                    assertions::wait_resumed(&client, &o.kind.resource(), o.namespace, app, SETTLE)
+                        .await
+                        .with_context(|| format!("after resume #{round}"))?;
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .await;
 }
 

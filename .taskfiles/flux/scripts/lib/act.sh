@@ -58,16 +58,22 @@ read_state() {
   MESSAGE=${got#*|}
 }
 
-# The suspend's kubectl patch, started before the list it will act on (patcher_start): its start-up,
+# The write's kubectl patch, started before the list it will act on (patcher_start): its start-up,
 # most of its time, overlaps the list. It reads its objects from stdin and writes nothing until
-# suspend_rows hands them over; when the script ends first, on_exit closes its stdin unfed.
-PATCHER_OUT="" PATCHER_WAIT="" PATCHER_SHELL=""
+# patch_rows hands them over; when the script ends first, on_exit closes its stdin unfed.
+PATCHER_OUT="" PATCHER_WAIT="" PATCHER_SHELL="" PATCHER_PATCH=""
 
-# patcher_start: starts the patch process (a coprocess; its stderr merged into its output).
+# patcher_start <suspend|resume>: starts the patch process of that write (a coprocess; its stderr
+#   merged into its output). A suspend's patch carries the record made by suspend_patch.
 patcher_start() {
   [[ -z $PATCHER_WAIT ]] || return 0
-  [[ -n $SUSPEND_PATCH ]] || suspend_patch ""
-  coproc PATCHER { exec kubectl --context "$CLUSTER" patch --field-manager=flux --type=merge -p "$SUSPEND_PATCH" -f - -o "jsonpath=$PATCHED_JSONPATH" 2>&1; }
+  if [[ $1 == suspend ]]; then
+    [[ -n $SUSPEND_PATCH ]] || suspend_patch ""
+    PATCHER_PATCH=$SUSPEND_PATCH
+  else
+    PATCHER_PATCH=$RESUME_PATCH
+  fi
+  coproc PATCHER { exec kubectl --context "$CLUSTER" patch --field-manager=flux --type=merge -p "$PATCHER_PATCH" -f - -o "jsonpath=$PATCHED_JSONPATH" 2>&1; }
   # bash drops the coprocess' variables when it ends: keep its output and pid.
   exec {PATCHER_OUT}<&"${PATCHER[0]}"
   PATCHER_WAIT=$PATCHER_PID
@@ -96,13 +102,20 @@ patcher_stop() {
   [[ -z $PATCHER_WAIT || $PATCHER_SHELL != "$BASHPID" ]] || patcher_feed ""
 }
 
-# suspend_rows <rows>: suspends them all with ONE kubectl patch (in the rows' order: Kustomizations
-#   first), and judges each by the object the API server returned.
-#   out: "✓ <Kind> <ns>/<name> suspended on <cluster>" per object; "✗ … is NOT suspended" and
+# one_patch <action>: exit: 0 when the action is written with one patch for all its objects (suspend,
+#   and resume with WAIT=false; a waiting resume goes object by object, each Ready before the next).
+one_patch() { [[ $1 == suspend ]] || { [[ $1 == resume ]] && ! is_true "$WAIT"; }; }
+
+# patch_rows <suspend|resume> <rows>: suspends (or, without waiting, resumes) them all with ONE
+#   kubectl patch, in the rows' order, and judges each by the object the API server returned.
+#   A resume's patch is `flux resume --wait=false`'s own (spec.suspend=false, a merge patch under
+#   flux's field manager) with the record removed.
+#   out: "✓ <Kind> <ns>/<name> suspended|resumed on <cluster>" per object; "✗ … is NOT …" and
 #   kubectl's own errors on stderr.
-#   exit: 0, or 1 when any is not suspended (a missing object, a rejected or reverted patch).
-suspend_rows() {
-  local kind ns name _s _r api refs="" names="" targets=() got line
+#   exit: 0, or 1 when any is not as asked (a missing object, a rejected or reverted patch).
+patch_rows() {
+  local action=$1 kind ns name _s _r api refs="" names="" targets=() got line want=true done_=suspended
+  [[ $action == resume ]] && want=false done_=resumed
   while IFS='|' read -r kind ns name _s _r; do
     [[ -z $kind ]] && continue
     api=$HR_API
@@ -110,15 +123,15 @@ suspend_rows() {
     refs+=$'---\n'"apiVersion: $api"$'\n'"kind: $kind"$'\n'"metadata: {name: \"$name\", namespace: \"$ns\"}"$'\n'
     names+="${names:+, }$kind $ns/$name"
     targets+=("$kind|$ns|$name")
-  done <<<"$1"
+  done <<<"$2"
   if ((${#targets[@]} == 0)); then
     patcher_stop
-    say "nothing to suspend on cluster $CLUSTER"
+    say "nothing to $action on cluster $CLUSTER"
     return 0
   fi
+  patcher_start "$action"
   printf '→ kubectl --context %s patch --field-manager=flux --type=merge -p %s -f - -o jsonpath=%s <<< %s\n' \
-    "$CLUSTER" "$SUSPEND_PATCH" "$PATCHED_JSONPATH" "$names" >&2
-  patcher_start
+    "$CLUSTER" "$PATCHER_PATCH" "$PATCHED_JSONPATH" "$names" >&2
   patcher_feed "$refs"
   local patched=$REPLY rc=0 t
   while IFS= read -r line; do
@@ -131,37 +144,33 @@ suspend_rows() {
     done <<<"$patched"
     kind=${t%%|*}
     t=${t#*|}
-    if [[ $got == true ]]; then
-      say "✓ $kind ${t/|//} suspended on $CLUSTER"
+    if [[ $got == "$want" ]]; then
+      say "✓ $kind ${t/|//} $done_ on $CLUSTER"
     else
-      say "✗ $kind ${t/|//} is NOT suspended on $CLUSTER (spec.suspend='$got')" >&2
+      say "✗ $kind ${t/|//} is NOT $done_ on $CLUSTER (spec.suspend='$got')" >&2
       rc=1
     fi
   done
   return "$rc"
 }
 
-# resume_one <Kind> <ns> <name>: flux resume (waits for the reconciliation unless WAIT=false), then
-#   one read of the object. exit: 0 when unsuspended (and Ready with WAIT=true), else 1.
+# resume_one <Kind> <ns> <name>: (WAIT=true) one merge patch that unsuspends and removes the record,
+#   then flux resume, which waits for the reconciliation, then one read of the object.
+#   exit: 0 when unsuspended and Ready, else 1.
 resume_one() {
-  local kind=$1 ns=$2 name=$3 ref="$1 $2/$3" wait_args=()
-  is_true "$WAIT" || wait_args=(--wait=false)
+  local kind=$1 ns=$2 name=$3 ref="$1 $2/$3"
   run kubectl --context "$CLUSTER" -n "$ns" patch "$(kind_res "$kind")" "$name" --field-manager=flux --type=merge -p "$RESUME_PATCH" -o name >/dev/null || true
-  run flux resume "$(kind_arg "$kind")" "$name" -n "$ns" --context "$CLUSTER" --timeout "$TIMEOUT" "${wait_args[@]}" || true
+  run flux resume "$(kind_arg "$kind")" "$name" -n "$ns" --context "$CLUSTER" --timeout "$TIMEOUT" || true
   read_state "$kind" "$ns" "$name"
   [[ $SUSPEND != true ]] || {
     say "✗ $ref is still suspended on $CLUSTER" >&2
     return 1
   }
-  if is_true "$WAIT"; then
-    if [[ $READY != True ]]; then
-      say "✗ $ref resumed on $CLUSTER but is not Ready (Ready=$READY): $MESSAGE" >&2
-      return 1
-    fi
-    say "✓ $ref resumed on $CLUSTER and Ready"
-  else
-    say "✓ $ref resumed on $CLUSTER"
+  if [[ $READY != True ]]; then
+    say "✗ $ref resumed on $CLUSTER but is not Ready (Ready=$READY): $MESSAGE" >&2
+    return 1
   fi
+  say "✓ $ref resumed on $CLUSTER and Ready"
 }
 
 # reconcile_one <Kind> <ns> <name> [spec.suspend as just listed]: refuses a suspended object, else
@@ -191,8 +200,8 @@ reconcile_one() {
 #   out: one ✓/✗ line per object, or "nothing to <action>". exit: 0, or 1 if any failed.
 act_rows() {
   local action=$1 kind ns name s _r rc=0 n=0
-  if [[ $action == suspend ]]; then
-    suspend_rows "$2"
+  if one_patch "$action"; then
+    patch_rows "$action" "$2"
     return
   fi
   while IFS='|' read -r kind ns name s _r; do
@@ -230,7 +239,9 @@ cmd_act() {
   if [[ $action == suspend ]]; then
     # A whole namespace at once is one batch, as a suspend-all is; one app is a hold of its own.
     if [[ -n $NAMESPACE && -z $APP ]]; then suspend_patch "$(new_batch)"; else suspend_patch ""; fi
-    patcher_start
+  fi
+  if one_patch "$action"; then
+    patcher_start "$action"
   fi
   if [[ $action == reconcile ]] && is_true "$FAILED"; then
     targets=$(resolve ks-first failed)
@@ -379,9 +390,9 @@ cmd_bulk() {
     return
   fi
   [[ -z $APP ]] || die 2 "APP cannot be combined with a bulk operation — use task flux:$action APP=$APP instead"
-  if [[ $action == suspend ]]; then
-    suspend_patch "$(new_batch)"
-    patcher_start
+  [[ $action != suspend ]] || suspend_patch "$(new_batch)"
+  if one_patch "$action"; then
+    patcher_start "$action"
   fi
   targets=$(resolve "$(order_for "$action")" "$(bulk_filter "$action")")
   if [[ $action == resume && -n $targets ]]; then
