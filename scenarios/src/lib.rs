@@ -19,7 +19,7 @@ static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
 static FAILED: AtomicBool = AtomicBool::new(false);
 
 /// The environment of this test binary, started on first use (state in `target/harness/<binary>`,
-/// so a run killed half-way has its leftovers stopped by the next). A failed start fails every
+/// or `HARNESS_STATE_DIR`, so a run killed half-way has its leftovers stopped by the next). A failed start fails every
 /// scenario with the reason: nothing is skipped.
 pub fn env() -> &'static Environment {
     let started = ENV.get_or_init(|| {
@@ -35,14 +35,29 @@ pub fn env() -> &'static Environment {
                 })
             })
             .unwrap_or_else(|| "scenarios".into());
-        let state_dir = harness::repo_root()
-            .join("target")
-            .join("harness")
-            .join(binary);
+        // HARNESS_STATE_DIR and HARNESS_PORT_BASE as for `harness up`.
+        let state_dir = std::env::var_os("HARNESS_STATE_DIR")
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                harness::repo_root()
+                    .join("target")
+                    .join("harness")
+                    .join(binary)
+            });
         // Started on its own thread: it runs its own async runtimes, and tests call this from theirs.
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
-            let env = ProviderKind::from_env()?.start(&ProviderOptions::new(&state_dir))?;
+            let mut options = ProviderOptions::new(&state_dir);
+            if let Ok(base) = std::env::var("HARNESS_PORT_BASE") {
+                let base = base.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "HARNESS_PORT_BASE={base} is not a port number: give one like 31000"
+                    )
+                })?;
+                options = options.port_base(base);
+            }
+            let env = ProviderKind::from_env()?.start(&options)?;
             eprintln!("scenarios: environment ready in {:.0?}", started.elapsed());
             anyhow::Ok(env)
         })

@@ -169,3 +169,80 @@ fn a_failed_start_with_retain_stays_up_until_harness_down() {
     assert_eq!(stopped.len(), 2 * 9, "{stopped:?}");
     assert_eq!(alive(), 0, "processes outlived `harness down`");
 }
+
+/// A scenario binary that dies mid-test leaves nothing behind: a panicking scenario (the binary
+/// then exits with the failure, its environment stopped at exit), and one aborted (no exit code
+/// path runs, as after the OOM killer: only the reaper answers). Within 15 s no recorded process,
+/// no port of its block and no reaper remain.
+#[rstest::rstest]
+#[case::panic("panic")]
+#[case::abort("abort")]
+fn a_scenario_binary_that_dies_mid_test_leaves_nothing(#[case] how: &str) {
+    let dir = state_dir(&format!("dies-{how}"));
+    let len = local::PORTS_PER_ENV;
+    // A block of its own (released here, reserved again by the child).
+    let from = if how == "panic" { 26000 } else { 26000 + len };
+    let base = harness::sys::process::PortBlock::first_free(from, len)
+        .unwrap()
+        .base;
+    let out = duct::cmd!(
+        std::env::current_exe().unwrap(),
+        "--exact",
+        "dies_mid_scenario_on_purpose",
+        "--include-ignored",
+        "--nocapture"
+    )
+    .env("LIFECYCLE_DIE", how)
+    .env("HARNESS_STATE_DIR", &dir)
+    .env("HARNESS_PORT_BASE", base.to_string())
+    .env_remove("HARNESS_RETAIN")
+    .stderr_to_stdout()
+    .stdout_capture()
+    .unchecked()
+    .run()
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the scenario did not die:\n{said}");
+    assert!(
+        said.contains("dying mid-scenario"),
+        "it died elsewhere:\n{said}"
+    );
+    // What ran, as the child saw it just before it died (a clean exit removes the pid files).
+    let recorded: Vec<(String, u32, bool)> = said
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("recorded ")?.split(' ');
+            Some((words.next()?.to_string(), words.next()?.parse().ok()?, true))
+        })
+        .collect();
+    assert!(recorded.len() >= 2 * 9, "{recorded:?}\n{said}");
+    let left = harness::provider::reaper::left_after(
+        &dir,
+        &recorded,
+        base..base + len,
+        Duration::from_secs(15),
+    );
+    let log = std::fs::read_to_string(dir.join("reaper.log")).unwrap_or_default();
+    assert_eq!(
+        left,
+        (vec![], vec![]),
+        "15 s after it died; reaper.log: {log}\n{said}"
+    );
+}
+
+/// The body of `a_scenario_binary_that_dies_mid_test_leaves_nothing`, run by it in a child process:
+/// starts the scenario environment, then dies as `LIFECYCLE_DIE` says.
+#[test]
+#[ignore = "dies on purpose: run in a child process by a_scenario_binary_that_dies_mid_test_leaves_nothing"]
+fn dies_mid_scenario_on_purpose() {
+    let env = scenarios::env();
+    env.health().expect("every process is running");
+    for (name, pid, _) in harness::sys::process::recorded_pids(&env.state_dir) {
+        eprintln!("recorded {name} {pid}");
+    }
+    eprintln!("dying mid-scenario ({:?})", std::env::var("LIFECYCLE_DIE"));
+    if std::env::var("LIFECYCLE_DIE").as_deref() == Ok("abort") {
+        std::process::abort();
+    }
+    panic!("dying mid-scenario, on purpose");
+}

@@ -121,3 +121,40 @@ fn watch(state_dir: &Path) -> i32 {
         }
     }
 }
+
+/// What of the environment in `state_dir` is still there, waiting up to `bound` for it to go: the
+/// processes among `recorded` ([`crate::sys::process::recorded_pids`], read while it ran) and its
+/// watcher that still run (`name (pid)`), and the ports of `ports` still taken on 127.0.0.1.
+/// Both empty: nothing outlived the environment's owner.
+pub fn left_after(
+    state_dir: &Path,
+    recorded: &[(String, u32, bool)],
+    ports: std::ops::Range<u16>,
+    bound: Duration,
+) -> (Vec<String>, Vec<u16>) {
+    let reaper: Option<u32> = fs::read_to_string(state_dir.join("reaper.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
+    let left = || {
+        let processes: Vec<String> = recorded
+            .iter()
+            .map(|(name, pid, _)| (name.as_str(), *pid))
+            .chain(reaper.map(|pid| ("reaper", pid)))
+            .filter(|(_, pid)| crate::sys::exec::alive(*pid))
+            .map(|(name, pid)| format!("{name} ({pid})"))
+            .collect();
+        let ports: Vec<u16> = ports
+            .clone()
+            .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+            .collect();
+        (processes, ports)
+    };
+    let deadline = Instant::now() + bound;
+    loop {
+        let now = left();
+        if (now.0.is_empty() && now.1.is_empty()) || Instant::now() >= deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -23,8 +23,9 @@ use crate::toolchain::{Tool, Toolchain};
 use crate::{apply, diagnostics};
 use kwok::{ClusterPorts, KwokCluster};
 
-/// Ports of one environment: the git server, one block per cluster, the stand-ins' registry.
-const PORTS_PER_ENV: u16 = 2 + ClusterPorts::LEN * CLUSTERS.len() as u16;
+/// How many ports of 127.0.0.1 one environment takes from its port base: the git server, one block
+/// per cluster, the stand-ins' registry.
+pub const PORTS_PER_ENV: u16 = 2 + ClusterPorts::LEN * CLUSTERS.len() as u16;
 
 /// Timings of one start, for docs and benchmarks.
 #[derive(Debug, Clone, Default)]
