@@ -19,7 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use super::{OVERRIDES, SPECS, Toolchain, Versions};
+use super::{OVERRIDES, Tool, Toolchain, Versions};
 
 /// The manifest's path inside the archive (and inside the unpacked `tools/`).
 const MANIFEST: &str = "tools/MANIFEST.sha256";
@@ -71,8 +71,8 @@ impl Toolchain {
         let pinned = Versions::pinned()?;
         let mut dirs = BTreeSet::new();
         for versions in [&pinned, &self.versions] {
-            for spec in &SPECS {
-                dirs.insert(format!("{}-{}", spec.key, versions.get(spec.tool)));
+            for tool in Tool::EVERY {
+                dirs.insert(format!("{}-{}", tool.key(), versions.get(tool)));
             }
         }
         for (tool, _) in OVERRIDES {

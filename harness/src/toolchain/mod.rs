@@ -30,7 +30,7 @@ const VERSIONS_YAML: &str = include_str!("../../../toolchain/versions.yaml");
 /// started).
 const GO_RUN_BOUND: Duration = Duration::from_secs(60 * 60);
 
-/// One upstream tool: where its module is and which binaries it yields (its row of [`SPECS`]).
+/// One upstream tool: where its module is and which binaries it yields (its row of [`Tool::spec`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tool {
     Task,
@@ -68,7 +68,6 @@ enum Stamp {
 /// How one tool is built.
 #[derive(Debug)]
 struct Spec {
-    tool: Tool,
     /// Its key in `toolchain/versions.yaml` (and the name of its cache directory).
     key: &'static str,
     /// The pin it is built at: its own key, except the Kubernetes node binaries (`kubernetes`).
@@ -91,9 +90,8 @@ struct Spec {
     cold_build_secs: u64,
 }
 
-const fn spec(tool: Tool, key: &'static str, module: &'static str) -> Spec {
+const fn spec(key: &'static str, module: &'static str) -> Spec {
     Spec {
-        tool,
         key,
         version_key: key,
         module,
@@ -107,129 +105,193 @@ const fn spec(tool: Tool, key: &'static str, module: &'static str) -> Spec {
     }
 }
 
-const fn controller(tool: Tool, key: &'static str, module: &'static str) -> Spec {
+const fn controller(key: &'static str, module: &'static str) -> Spec {
     Spec {
         ships_crds: true,
-        ..spec(tool, key, module)
+        ..spec(key, module)
     }
 }
 
-/// Every tool, in the order of [`Tool`]'s variants.
-const SPECS: [Spec; 14] = [
-    Spec {
-        packages: &[("cmd/task", "task")],
-        cold_build_hint: "1-2 min",
-        cold_build_secs: 108,
-        ..spec(Tool::Task, "task", "github.com/go-task/task/v3")
-    },
-    Spec {
-        packages: &[("cmd/flux", "flux")],
-        stamp: Stamp::FluxCli,
-        builds_from_copy: true,
-        cold_build_secs: 275,
-        ..spec(Tool::Flux, "flux", "github.com/fluxcd/flux2/v2")
-    },
-    Spec {
-        packages: &[("cmd/kwok", "kwok"), ("cmd/kwokctl", "kwokctl")],
-        stamp: Stamp::Kwok,
-        cold_build_secs: 280,
-        ..spec(Tool::Kwok, "kwok", "sigs.k8s.io/kwok")
-    },
-    Spec {
-        packages: &[("", "etcd")],
-        cold_build_hint: "2-3 min",
-        cold_build_secs: 99,
-        ..spec(Tool::Etcd, "etcd", "go.etcd.io/etcd/server/v3")
-    },
-    Spec {
-        packages: &[
-            ("cmd/kube-apiserver", "kube-apiserver"),
-            ("cmd/kube-controller-manager", "kube-controller-manager"),
-            ("cmd/kube-scheduler", "kube-scheduler"),
-            ("cmd/kubectl", "kubectl"),
-        ],
-        stamp: Stamp::Kubernetes,
-        staging: true,
-        cold_build_hint: "10-20 min",
-        cold_build_secs: 644,
-        ..spec(Tool::Kubernetes, "kubernetes", "k8s.io/kubernetes")
-    },
-    Spec {
-        packages: &[("", "source-controller")],
-        cold_build_secs: 550,
-        ..controller(
-            Tool::SourceController,
-            "source-controller",
-            "github.com/fluxcd/source-controller",
-        )
-    },
-    Spec {
-        packages: &[("", "kustomize-controller")],
-        cold_build_secs: 230,
-        ..controller(
-            Tool::KustomizeController,
-            "kustomize-controller",
-            "github.com/fluxcd/kustomize-controller",
-        )
-    },
-    Spec {
-        packages: &[("", "helm-controller")],
-        cold_build_secs: 229,
-        ..controller(
-            Tool::HelmController,
-            "helm-controller",
-            "github.com/fluxcd/helm-controller",
-        )
-    },
-    Spec {
-        packages: &[("", "notification-controller")],
-        cold_build_secs: 297,
-        ..controller(
-            Tool::NotificationController,
-            "notification-controller",
-            "github.com/fluxcd/notification-controller",
-        )
-    },
-    Spec {
-        packages: &[("cmd/registry", "registry")],
-        cold_build_hint: "1-2 min",
-        cold_build_secs: 90,
-        ..spec(
-            Tool::Registry,
-            "registry",
-            "github.com/distribution/distribution/v3",
-        )
-    },
-    Spec {
-        packages: &[("", "kind")],
-        cold_build_hint: "1-2 min",
-        cold_build_secs: 15,
-        ..spec(Tool::Kind, "kind", "sigs.k8s.io/kind")
-    },
-    Spec {
-        version_key: "kubernetes",
-        packages: &[
-            ("cmd/kubelet", "kubelet"),
-            ("cmd/kubeadm", "kubeadm"),
-            ("cmd/kube-proxy", "kube-proxy"),
-        ],
-        stamp: Stamp::Kubernetes,
-        staging: true,
-        cold_build_hint: "5-10 min",
-        cold_build_secs: 300,
-        ..spec(Tool::KubeNode, "kube-node", "k8s.io/kubernetes")
-    },
-    Spec {
-        packages: &[("", "coredns")],
-        cold_build_secs: 320,
-        ..spec(Tool::Coredns, "coredns", "github.com/coredns/coredns")
-    },
-    Spec {
-        packages: &[("cmd/crictl", "crictl")],
-        cold_build_secs: 106,
-        ..spec(Tool::Crictl, "cri-tools", "sigs.k8s.io/cri-tools")
-    },
-];
+impl Tool {
+    /// Every tool, in the order of its variants.
+    const EVERY: [Tool; 14] = [
+        Tool::Task,
+        Tool::Flux,
+        Tool::Kwok,
+        Tool::Etcd,
+        Tool::Kubernetes,
+        Tool::SourceController,
+        Tool::KustomizeController,
+        Tool::HelmController,
+        Tool::NotificationController,
+        Tool::Registry,
+        Tool::Kind,
+        Tool::KubeNode,
+        Tool::Coredns,
+        Tool::Crictl,
+    ];
+
+    /// How this tool is built (exhaustive: a new tool does not compile without its row).
+    fn spec(self) -> &'static Spec {
+        match self {
+            Tool::Task => {
+                &const {
+                    Spec {
+                        packages: &[("cmd/task", "task")],
+                        cold_build_hint: "1-2 min",
+                        cold_build_secs: 108,
+                        ..spec("task", "github.com/go-task/task/v3")
+                    }
+                }
+            }
+            Tool::Flux => {
+                &const {
+                    Spec {
+                        packages: &[("cmd/flux", "flux")],
+                        stamp: Stamp::FluxCli,
+                        builds_from_copy: true,
+                        cold_build_secs: 275,
+                        ..spec("flux", "github.com/fluxcd/flux2/v2")
+                    }
+                }
+            }
+            Tool::Kwok => {
+                &const {
+                    Spec {
+                        packages: &[("cmd/kwok", "kwok"), ("cmd/kwokctl", "kwokctl")],
+                        stamp: Stamp::Kwok,
+                        cold_build_secs: 280,
+                        ..spec("kwok", "sigs.k8s.io/kwok")
+                    }
+                }
+            }
+            Tool::Etcd => {
+                &const {
+                    Spec {
+                        packages: &[("", "etcd")],
+                        cold_build_hint: "2-3 min",
+                        cold_build_secs: 99,
+                        ..spec("etcd", "go.etcd.io/etcd/server/v3")
+                    }
+                }
+            }
+            Tool::Kubernetes => {
+                &const {
+                    Spec {
+                        packages: &[
+                            ("cmd/kube-apiserver", "kube-apiserver"),
+                            ("cmd/kube-controller-manager", "kube-controller-manager"),
+                            ("cmd/kube-scheduler", "kube-scheduler"),
+                            ("cmd/kubectl", "kubectl"),
+                        ],
+                        stamp: Stamp::Kubernetes,
+                        staging: true,
+                        cold_build_hint: "10-20 min",
+                        cold_build_secs: 644,
+                        ..spec("kubernetes", "k8s.io/kubernetes")
+                    }
+                }
+            }
+            Tool::SourceController => {
+                &const {
+                    Spec {
+                        packages: &[("", "source-controller")],
+                        cold_build_secs: 550,
+                        ..controller("source-controller", "github.com/fluxcd/source-controller")
+                    }
+                }
+            }
+            Tool::KustomizeController => {
+                &const {
+                    Spec {
+                        packages: &[("", "kustomize-controller")],
+                        cold_build_secs: 230,
+                        ..controller(
+                            "kustomize-controller",
+                            "github.com/fluxcd/kustomize-controller",
+                        )
+                    }
+                }
+            }
+            Tool::HelmController => {
+                &const {
+                    Spec {
+                        packages: &[("", "helm-controller")],
+                        cold_build_secs: 229,
+                        ..controller("helm-controller", "github.com/fluxcd/helm-controller")
+                    }
+                }
+            }
+            Tool::NotificationController => {
+                &const {
+                    Spec {
+                        packages: &[("", "notification-controller")],
+                        cold_build_secs: 297,
+                        ..controller(
+                            "notification-controller",
+                            "github.com/fluxcd/notification-controller",
+                        )
+                    }
+                }
+            }
+            Tool::Registry => {
+                &const {
+                    Spec {
+                        packages: &[("cmd/registry", "registry")],
+                        cold_build_hint: "1-2 min",
+                        cold_build_secs: 90,
+                        ..spec("registry", "github.com/distribution/distribution/v3")
+                    }
+                }
+            }
+            Tool::Kind => {
+                &const {
+                    Spec {
+                        packages: &[("", "kind")],
+                        cold_build_hint: "1-2 min",
+                        cold_build_secs: 15,
+                        ..spec("kind", "sigs.k8s.io/kind")
+                    }
+                }
+            }
+            Tool::KubeNode => {
+                &const {
+                    Spec {
+                        version_key: "kubernetes",
+                        packages: &[
+                            ("cmd/kubelet", "kubelet"),
+                            ("cmd/kubeadm", "kubeadm"),
+                            ("cmd/kube-proxy", "kube-proxy"),
+                        ],
+                        stamp: Stamp::Kubernetes,
+                        staging: true,
+                        cold_build_hint: "5-10 min",
+                        cold_build_secs: 300,
+                        ..spec("kube-node", "k8s.io/kubernetes")
+                    }
+                }
+            }
+            Tool::Coredns => {
+                &const {
+                    Spec {
+                        packages: &[("", "coredns")],
+                        cold_build_secs: 320,
+                        ..spec("coredns", "github.com/coredns/coredns")
+                    }
+                }
+            }
+            Tool::Crictl => {
+                &const {
+                    Spec {
+                        packages: &[("cmd/crictl", "crictl")],
+                        cold_build_secs: 106,
+                        ..spec("cri-tools", "sigs.k8s.io/cri-tools")
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl Tool {
     /// Every tool the `local` provider and the Taskfiles need (built by `harness toolchain`).
@@ -254,15 +316,6 @@ impl Tool {
         Tool::Coredns,
         Tool::Crictl,
     ];
-
-    fn spec(self) -> &'static Spec {
-        let spec = &SPECS[self as usize];
-        debug_assert_eq!(
-            spec.tool, self,
-            "SPECS follows the order of Tool's variants"
-        );
-        spec
-    }
 
     /// The key of this tool in `toolchain/versions.yaml`.
     pub fn key(self) -> &'static str {
@@ -863,12 +916,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_spec_table_has_one_row_per_tool_in_order() {
-        for (i, spec) in SPECS.iter().enumerate() {
-            assert_eq!(spec.tool as usize, i, "{:?} stands in row {i}", spec.tool);
-            assert!(!spec.packages.is_empty(), "{:?} builds nothing", spec.tool);
+    fn every_tool_builds_something_and_is_listed_once() {
+        for (i, tool) in Tool::EVERY.iter().enumerate() {
+            assert_eq!(*tool as usize, i, "{tool:?} is listed at {i}");
+            assert!(!tool.spec().packages.is_empty(), "{tool:?} builds nothing");
         }
-        assert_eq!(SPECS.len(), Tool::Crictl as usize + 1);
+        assert_eq!(Tool::EVERY.len(), Tool::Crictl as usize + 1);
     }
 
     #[test]
