@@ -27,8 +27,9 @@ fn spawn_up(state_dir: &Path, extra: &[&str]) -> Child {
 /// binary (they run in parallel) searches from a block of its own, so two never pick the same.
 fn free_port_base() -> u16 {
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(24000);
-    let from = NEXT.fetch_add(41, std::sync::atomic::Ordering::SeqCst);
-    harness::sys::process::PortBlock::first_free(from, 41)
+    let len = harness::provider::local::PORTS_PER_ENV;
+    let from = NEXT.fetch_add(len, std::sync::atomic::Ordering::SeqCst);
+    harness::sys::process::PortBlock::first_free(from, len)
         .unwrap()
         .base
 }
@@ -199,36 +200,67 @@ fn nothing_outlives_up_however_it_dies(#[case] signal: nix::sys::signal::Signal)
     wait_up(&mut child);
     let recorded = harness::sys::process::recorded_pids(state.path());
     assert!(recorded.len() >= 2 * 9, "{recorded:?}");
-    let reaper: u32 = std::fs::read_to_string(state.path().join("reaper.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
     let _ = wait_exit(&mut child, Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let left = || {
-        let processes: Vec<String> = recorded
-            .iter()
-            .filter(|(_, pid, _)| harness::sys::exec::alive(*pid))
-            .map(|(name, pid, _)| format!("{name} ({pid})"))
-            .chain(harness::sys::exec::alive(reaper).then(|| format!("reaper ({reaper})")))
-            .collect();
-        let ports: Vec<u16> = (base..base + 41)
-            .filter(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
-            .collect();
-        (processes, ports)
-    };
-    while left() != (vec![], vec![]) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let ports = base..base + harness::provider::local::PORTS_PER_ENV;
+    let left = harness::provider::reaper::left_after(
+        state.path(),
+        &recorded,
+        ports,
+        Duration::from_secs(15),
+    );
     let log = std::fs::read_to_string(state.path().join("reaper.log")).unwrap_or_default();
     assert_eq!(
-        left(),
+        left,
         (vec![], vec![]),
         "15 s after {signal}; reaper.log: {log}"
     );
     if signal == nix::sys::signal::Signal::SIGKILL {
         assert!(log.contains("the owner is gone; stopped"), "{log}");
     }
+}
+
+/// `harness images` beside a running environment, on its state directory, prepares the kind
+/// images with its own Docker engine (state in the tool cache) and leaves the environment as it
+/// was: every recorded process still runs, `up` still runs. Ignored by a plain `cargo test`: with
+/// no images built yet it builds them (minutes); `.ci/run` runs it after its kind stage.
+#[test]
+#[ignore = "builds the kind images when they are absent: .ci/run runs it after its kind stage"]
+fn images_beside_a_running_environment_leave_it_untouched() {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = spawn_up(state.path(), &[]);
+    wait_up(&mut child);
+    let before = harness::sys::process::recorded_pids(state.path());
+    assert!(before.len() >= 2 * 9, "{before:?}");
+    let images = duct::cmd!(
+        env!("CARGO_BIN_EXE_harness"),
+        "--state-dir",
+        state.path(),
+        "images"
+    )
+    .stderr_to_stdout()
+    .stdout_capture()
+    .unchecked()
+    .run()
+    .unwrap();
+    let said = String::from_utf8_lossy(&images.stdout);
+    let after = harness::sys::process::recorded_pids(state.path());
+    let stopped: Vec<&(String, u32, bool)> = before
+        .iter()
+        .filter(|(_, pid, _)| !harness::sys::exec::alive(*pid))
+        .collect();
+    let up_alive = child.try_wait().unwrap().is_none();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = wait_exit(&mut child, Duration::from_secs(60));
+    assert!(images.status.success(), "harness images failed:\n{said}");
+    assert!(up_alive, "harness up died beside `harness images`:\n{said}");
+    assert!(
+        stopped.is_empty(),
+        "stopped by `harness images`: {stopped:?}\n{said}"
+    );
+    assert_eq!(before, after, "the recorded processes changed:\n{said}");
 }

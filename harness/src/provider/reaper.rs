@@ -149,12 +149,9 @@ pub fn left_after(
             .collect();
         (processes, ports)
     };
-    let deadline = Instant::now() + bound;
-    loop {
+    let gone = crate::sys::process::wait_for("the environment to be gone", bound, || {
         let now = left();
-        if (now.0.is_empty() && now.1.is_empty()) || Instant::now() >= deadline {
-            return now;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        Ok((now.0.is_empty() && now.1.is_empty()).then_some(now))
+    });
+    gone.unwrap_or_else(|_| left())
 }
