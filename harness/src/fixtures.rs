@@ -298,7 +298,12 @@ pub async fn bootstrap(
     if let Some(layout) = Layout::of(served) {
         wait_all_ready(client, layout, cluster, left()).await?;
     }
-    let not_ready = settle(client, left()).await?;
+    // Kinds the render did not show get stand-in CRDs while the start settles (a few rounds).
+    let late = prepared
+        .renders
+        .contains_key(cluster)
+        .then_some((cluster, &prepared.report.crds));
+    let not_ready = settle(client, late, left()).await?;
     anyhow::ensure!(
         !served.strict || not_ready.is_empty(),
         "not Ready on {cluster} (--strict): {}",
@@ -364,16 +369,46 @@ pub async fn not_ready(client: &Client) -> Result<Vec<NotReady>> {
     Ok(out)
 }
 
+/// How many times one start installs stand-in CRDs for kinds its Kustomizations failed on.
+const LATE_CRD_ROUNDS: usize = 3;
+
 /// Waits until nothing is left not Ready, or until what is left has stayed the same for a while
 /// (20 s when all of it failed, Ready=False; 60 s while something is still in progress); at most
-/// `timeout`. Returns what is left.
-async fn settle(client: &Client, timeout: Duration) -> Result<Vec<NotReady>> {
+/// `timeout`. With `late` (the cluster and its stand-in CRDs), a Kustomization failing on a kind
+/// the API server does not serve gets a stand-in CRD for it, at most [`LATE_CRD_ROUNDS`] times.
+/// Returns what is left.
+async fn settle(
+    client: &Client,
+    late: Option<(
+        &str,
+        &std::sync::Mutex<Vec<crate::gitops::standins::StandinCrd>>,
+    )>,
+    timeout: Duration,
+) -> Result<Vec<NotReady>> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = not_ready(client).await?;
     let mut since = tokio::time::Instant::now();
+    let mut rounds = 0;
     loop {
         if last.is_empty() {
             return Ok(last);
+        }
+        if let Some((cluster, installed)) = late.filter(|_| rounds < LATE_CRD_ROUNDS) {
+            let crds =
+                crate::gitops::standins::install_unmatched(client, cluster, &last, installed)
+                    .await?;
+            if !crds.is_empty() {
+                rounds += 1;
+                since = tokio::time::Instant::now();
+                for c in &crds {
+                    eprintln!(
+                        "harness: {cluster}: stand-in CRD {} ({} failed on kind {}, which the render did not show)",
+                        c.name,
+                        c.found_by.as_deref().unwrap_or("a Kustomization"),
+                        c.kind
+                    );
+                }
+            }
         }
         let now = tokio::time::Instant::now();
         let quiet = if last.iter().all(|r| r.status == "False") {

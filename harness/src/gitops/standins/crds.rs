@@ -25,19 +25,25 @@ pub async fn install_crds(
         }
     }
     let crds = standin_crds(cluster, render, &served);
+    apply_crds(client, &crds).await?;
+    Ok(crds)
+}
+
+/// Creates the stand-in CRDs and waits (30 s each) until the API server serves them.
+async fn apply_crds(client: &Client, crds: &[StandinCrd]) -> Result<()> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
     // Typed, with no discovery per object: right after a CRD of a new group is created, discovery
     // of that group answers 404 for a moment.
     let params = kube::api::PatchParams::apply(crate::apply::FIELD_MANAGER).force();
-    for crd in &crds {
+    for crd in crds {
         let object: CustomResourceDefinition = serde_norway::from_str(&crd_manifest(crd))
             .with_context(|| format!("the stand-in CRD {} is not a CRD", crd.name))?;
         api.patch(&crd.name, &params, &kube::api::Patch::Apply(&object))
             .await
             .with_context(|| format!("creating the stand-in CRD {}", crd.name))?;
     }
-    for crd in &crds {
+    for crd in crds {
         let established = kube::runtime::wait::await_condition(
             api.clone(),
             &crd.name,
@@ -48,6 +54,93 @@ pub async fn install_crds(
             .with_context(|| {
                 format!("the stand-in CRD {} not established within 30 s", crd.name)
             })??;
+    }
+    Ok(())
+}
+
+/// The kinds a Flux message says the API server does not serve (`no matches for kind "K" in
+/// version "group/version"`, kustomize-controller's dry-run error): (group, version, kind).
+/// Kubernetes' core group ("v1") has no group to stand in for and is left out.
+pub(crate) fn unmatched_kinds(message: &str) -> Vec<(String, String, String)> {
+    const NEEDLE: &str = "no matches for kind \"";
+    let mut found = Vec::new();
+    let mut rest = message;
+    while let Some(at) = rest.find(NEEDLE) {
+        rest = &rest[at + NEEDLE.len()..];
+        let Some((kind, after)) = rest.split_once('"') else {
+            break;
+        };
+        rest = after;
+        let Some((gv, after)) = after
+            .strip_prefix(" in version \"")
+            .and_then(|a| a.split_once('"'))
+        else {
+            continue;
+        };
+        rest = after;
+        if let Some((group, version)) = gv.split_once('/') {
+            let kind = (group.to_string(), version.to_string(), kind.to_string());
+            if !found.contains(&kind) {
+                found.push(kind);
+            }
+        }
+    }
+    found
+}
+
+/// After the start applied the repository: the kinds its Kustomizations failed on although the
+/// render did not show them (behind a substitution it could not resolve, in a source it could not
+/// read). Each gets a stand-in CRD on `cluster` (namespaced, unless its kind starts with
+/// `Cluster`: the dry-run error does not say), recorded in `installed`, and the Kustomization is
+/// asked to reconcile again at once. Returns the new ones; a kind already stood in is left alone.
+pub async fn install_unmatched(
+    client: &Client,
+    cluster: &str,
+    failing: &[crate::fixtures::NotReady],
+    installed: &Mutex<Vec<StandinCrd>>,
+) -> Result<Vec<StandinCrd>> {
+    let mut crds: Vec<StandinCrd> = Vec::new();
+    let mut retry = Vec::new();
+    for ks in failing.iter().filter(|r| r.kind == "Kustomization") {
+        for (group, version, kind) in unmatched_kinds(&ks.why) {
+            let gvk = kube::api::GroupVersionKind::gvk(&group, &version, &kind);
+            let name = format!(
+                "{}.{group}",
+                kube::discovery::ApiResource::from_gvk(&gvk).plural
+            );
+            let known = |c: &StandinCrd| c.cluster == cluster && c.name == name;
+            if installed.lock().unwrap().iter().any(known) || crds.iter().any(known) {
+                continue;
+            }
+            crds.push(StandinCrd {
+                cluster: cluster.to_string(),
+                name,
+                namespaced: !kind.starts_with("Cluster"),
+                kind,
+                versions: vec![version],
+                objects: Vec::new(),
+                found_by: Some(format!("Kustomization {}/{}", ks.namespace, ks.name)),
+            });
+            retry.push((ks.namespace.clone(), ks.name.clone()));
+        }
+    }
+    if crds.is_empty() {
+        return Ok(crds);
+    }
+    apply_crds(client, &crds).await?;
+    installed.lock().unwrap().extend(crds.iter().cloned());
+    let now = jiff::Timestamp::now().to_string();
+    let patch = json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": now}}});
+    for (namespace, name) in retry {
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::namespaced_with(client.clone(), &namespace, &crate::flux::kustomizations());
+        api.patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .with_context(|| format!("asking Kustomization {namespace}/{name} to reconcile again"))?;
     }
     Ok(crds)
 }
@@ -109,6 +202,7 @@ pub(super) fn standin_crds(
                 versions: versions.into_iter().collect(),
                 namespaced: objects.iter().any(|o| o.namespace().is_some()),
                 objects: objects.iter().map(|o| o.id()).collect(),
+                found_by: None,
             }
         })
         .collect()
@@ -229,6 +323,7 @@ mod tests {
             versions: versions.clone(),
             namespaced: true,
             objects: vec![],
+            found_by: None,
         };
         let manifest: Value = serde_json::from_str(&crd_manifest(&crd)).unwrap();
         let stored_in_manifest: Vec<&str> = manifest["spec"]["versions"]
@@ -239,5 +334,28 @@ mod tests {
             .map(|v| v["name"].as_str().unwrap())
             .collect();
         assert_eq!(stored_in_manifest, [stored]);
+    }
+
+    #[rstest::rstest]
+    #[case::dry_run(
+        r#"Kustomization/flux-system/late dry-run failed: no matches for kind "Probe" in version "monitoring.coreos.com/v1""#,
+        &[("monitoring.coreos.com", "v1", "Probe")]
+    )]
+    #[case::two_and_a_repeat(
+        r#"no matches for kind "A" in version "a.io/v1", no matches for kind "B" in version "b.io/v2beta1"; no matches for kind "A" in version "a.io/v1""#,
+        &[("a.io", "v1", "A"), ("b.io", "v2beta1", "B")]
+    )]
+    #[case::core_group_left_out(r#"no matches for kind "Thing" in version "v1""#, &[])]
+    #[case::other_failure("kustomize build failed: accumulating resources", &[])]
+    #[case::cut_short(r#"no matches for kind "Probe" in vers"#, &[])]
+    fn unmatched_kinds_are_read_from_the_dry_run_error(
+        #[case] message: &str,
+        #[case] want: &[(&str, &str, &str)],
+    ) {
+        let want: Vec<(String, String, String)> = want
+            .iter()
+            .map(|(g, v, k)| (g.to_string(), v.to_string(), k.to_string()))
+            .collect();
+        assert_eq!(unmatched_kinds(message), want);
     }
 }

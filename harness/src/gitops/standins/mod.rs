@@ -40,7 +40,7 @@ mod rewrite;
 mod sources;
 
 use artifacts::*;
-pub use crds::install_crds;
+pub use crds::{install_crds, install_unmatched};
 pub use registry::Registry;
 use rewrite::*;
 use sources::*;
@@ -86,8 +86,10 @@ pub struct StandinCrd {
     pub kind: String,
     pub versions: Vec<String>,
     pub namespaced: bool,
-    /// The repository's objects of that kind (`Kind namespace/name`).
+    /// The repository's objects of that kind (`Kind namespace/name`) the render saw.
     pub objects: Vec<String>,
+    /// The Kustomization whose dry-run failed on the kind, when the render did not show it.
+    pub found_by: Option<String>,
 }
 
 /// Which source a remote source of the repository ended up with.
@@ -151,16 +153,23 @@ impl Report {
         let mut rows = vec![["CLUSTER", "KIND", "NAME", "STANDS IN FOR"].map(String::from)];
         for c in self.crds() {
             let first = c.objects.first().cloned().unwrap_or_default();
-            rows.push([
-                c.cluster.clone(),
-                "CustomResourceDefinition".to_string(),
-                c.name.clone(),
-                format!(
+            let what = match &c.found_by {
+                Some(ks) => format!(
+                    "the CRD of {} ({ks} failed on it; the render did not show it; no controller)",
+                    c.kind
+                ),
+                None => format!(
                     "the CRD of {} ({} object{}, e.g. {first}; no controller)",
                     c.kind,
                     c.objects.len(),
                     if c.objects.len() == 1 { "" } else { "s" }
                 ),
+            };
+            rows.push([
+                c.cluster.clone(),
+                "CustomResourceDefinition".to_string(),
+                c.name.clone(),
+                what,
             ]);
         }
         for s in &self.sources {
