@@ -3,9 +3,8 @@
 # prompt) and reconcile-source. Every write ends with the real state read from the cluster, and the
 # command fails unless it is what was asked: flux exits 0 on several non-changes.
 
-# Needs lib/common.sh (sourced first by flux-ops.sh; sourced here when this file is used alone).
 # shellcheck source=common.sh
-[[ -n ${KS_RES:-} ]] || source "${BASH_SOURCE[0]%/*}/common.sh"
+source "${BASH_SOURCE[0]%/*}/common.sh"
 
 # The suspend patch is `flux suspend`'s own (a JSON merge patch of spec.suspend, flux v2.7–v2.9,
 # recorded under flux's field manager "flux": the stored object is the same as after flux suspend)
@@ -46,16 +45,14 @@ get_field() {
   kc --request-timeout="$LIST_TIMEOUT" -n "$2" get "$(kind_res "$1")" "$3" -o "jsonpath=$4"
 }
 
-# read_state <Kind> <ns> <name>: one read of an object. out: SUSPEND, READY, MESSAGE ("" if unread).
+# read_state <Kind> <ns> <name>: one read of an object.
+#   out: spec.suspend|Ready status|Ready message ("||" when unread); read it with
+#   `IFS='|' read -r -d '' suspend ready message`, which keeps a message's "|" and newlines.
 read_state() {
   local got
   got=$(get_field "$1" "$2" "$3" "$STATE_JSONPATH") || got=""
-  SUSPEND="" READY="" MESSAGE=""
-  [[ $got == *"|"*"|"* ]] || return 0
-  SUSPEND=${got%%|*}
-  got=${got#*|}
-  READY=${got%%|*}
-  MESSAGE=${got#*|}
+  [[ $got == *"|"*"|"* ]] || got="||"
+  printf '%s' "$got"
 }
 
 # The write's kubectl patch, started before the list it will act on (patcher_start): its start-up,
@@ -80,17 +77,23 @@ patcher_start() {
   PATCHER_SHELL=$BASHPID
 }
 
-# patcher_feed <objects>: hands the objects (a YAML stream) to the patch process, if any, and ends
-#   its input. REPLY = everything it printed. exit: 0.
+# patcher_feed <objects> [<variable>]: hands the objects (a YAML stream) to the patch process, if
+#   any, and ends its input; sets <variable> to everything it printed. By name, not by output: only
+#   this shell holds the process' input, and a command substitution's copy would keep it open.
+#   exit: 0.
 patcher_feed() {
-  local line input=${PATCHER[1]:-}
-  REPLY=""
+  local line input=${PATCHER[1]:-} printed_=""
   [[ -n $PATCHER_WAIT ]] || return 0
   if [[ -n $input ]]; then # (gone when the process ended early)
     printf '%s' "$1" 2>/dev/null 1>&"$input" || true
     exec {input}>&-
   fi
-  while IFS= read -r line <&"$PATCHER_OUT"; do REPLY+=$line$'\n'; done
+  while IFS= read -r line <&"$PATCHER_OUT"; do printed_+=$line$'\n'; done
+  if [[ -n ${2:-} ]]; then
+    local -n into_=$2
+    # shellcheck disable=SC2034 # a nameref: sets the caller's variable
+    into_=$printed_
+  fi
   exec {PATCHER_OUT}<&-
   wait "$PATCHER_WAIT" 2>/dev/null || true
   PATCHER_WAIT=""
@@ -132,8 +135,8 @@ patch_rows() {
   patcher_start "$action"
   printf '→ kubectl --context %s patch --field-manager=flux --type=merge -p %s -f - -o jsonpath=%s <<< %s\n' \
     "$CLUSTER" "$PATCHER_PATCH" "$PATCHED_JSONPATH" "$names" >&2
-  patcher_feed "$refs"
-  local patched=$REPLY rc=0 t
+  local patched="" rc=0 t
+  patcher_feed "$refs" patched
   while IFS= read -r line; do
     [[ -z $line || $line =~ ^(Kustomization|HelmRelease)\| ]] || printf '%s\n' "$line" >&2
   done <<<"$patched"
@@ -158,16 +161,16 @@ patch_rows() {
 #   then flux resume, which waits for the reconciliation, then one read of the object.
 #   exit: 0 when unsuspended and Ready, else 1.
 resume_one() {
-  local kind=$1 ns=$2 name=$3 ref="$1 $2/$3"
+  local kind=$1 ns=$2 name=$3 ref="$1 $2/$3" suspend ready message
   run kubectl --context "$CLUSTER" -n "$ns" patch "$(kind_res "$kind")" "$name" --field-manager=flux --type=merge -p "$RESUME_PATCH" -o name >/dev/null || true
   run flux resume "$(kind_arg "$kind")" "$name" -n "$ns" --context "$CLUSTER" --timeout "$TIMEOUT" || true
-  read_state "$kind" "$ns" "$name"
-  [[ $SUSPEND != true ]] || {
+  IFS='|' read -r -d '' suspend ready message < <(read_state "$kind" "$ns" "$name") || true
+  [[ $suspend != true ]] || {
     say "✗ $ref is still suspended on $CLUSTER" >&2
     return 1
   }
-  if [[ $READY != True ]]; then
-    say "✗ $ref resumed on $CLUSTER but is not Ready (Ready=$READY): $MESSAGE" >&2
+  if [[ $ready != True ]]; then
+    say "✗ $ref resumed on $CLUSTER but is not Ready (Ready=$ready): $message" >&2
     return 1
   fi
   say "✓ $ref resumed on $CLUSTER and Ready"
@@ -178,7 +181,7 @@ resume_one() {
 #   The suspend state comes from the resolver's list when nothing was written since, else it is read.
 #   exit: 0 when Ready, else 1.
 reconcile_one() {
-  local kind=$1 ns=$2 name=$3 ref="$1 $2/$3" suspend
+  local kind=$1 ns=$2 name=$3 ref="$1 $2/$3" suspend ready message
   if (($# > 3)); then suspend=$4; else suspend=$(get_field "$kind" "$ns" "$name" '{.spec.suspend}' || true); fi
   if [[ $suspend == true ]]; then
     say "✗ $ref is suspended on $CLUSTER — resume it first: task flux:resume APP=$name NAMESPACE=$ns CLUSTER=$CLUSTER" >&2
@@ -188,12 +191,12 @@ reconcile_one() {
     say "✗ $ref failed to reconcile on $CLUSTER — see: task flux:events APP=$name NAMESPACE=$ns CLUSTER=$CLUSTER" >&2
     return 1
   fi
-  read_state "$kind" "$ns" "$name"
-  [[ $READY == True ]] || {
-    say "✗ $ref reconciled on $CLUSTER but is not Ready (Ready=$READY): $MESSAGE" >&2
+  IFS='|' read -r -d '' suspend ready message < <(read_state "$kind" "$ns" "$name") || true
+  [[ $ready == True ]] || {
+    say "✗ $ref reconciled on $CLUSTER but is not Ready (Ready=$ready): $message" >&2
     return 1
   }
-  say "✓ $ref reconciled on $CLUSTER: $MESSAGE"
+  say "✓ $ref reconciled on $CLUSTER: $message"
 }
 
 # act_rows <suspend|resume|reconcile> <rows>: the action on every row, in order.
@@ -255,15 +258,16 @@ cmd_act() {
 }
 
 # select_batch <rows>: which suspended rows resume-all acts on: those recorded with BATCH, else with
-#   the newest batch among them; every row with ALL=true. Sets KEPT (the rows), LEFT (an array of
-#   "Kind ns/name" held on their own) and PICKED (the batch id, "" when none).
+#   the newest batch among them; every row with ALL=true.
+#   out: "batch <id>" ("" when none), then "keep <row>" per row to resume and "left <Kind ns/name>"
+#   per row held on its own (read them with `selected`).
 #   exit: 0; 1 when BATCH is recorded on none of them; 6 when the records could not be listed.
 select_batch() {
-  local kind ns name _rest by at reason b records
+  local kind ns name _rest by at reason b records picked=$BATCH kept=0
   local -A batch_of=()
-  KEPT="" LEFT=() PICKED=$BATCH
   if is_true "$ALL"; then
-    KEPT=$1
+    printf 'batch \n'
+    selected "" "$1" keep
     return 0
   fi
   records=$(kc --request-timeout="$LIST_TIMEOUT" get "$KS_RES,$HR_RES" -A -o "jsonpath=$RECORD_JSONPATH") ||
@@ -271,24 +275,44 @@ select_batch() {
   while IFS='|' read -r kind ns name by at reason b; do
     [[ -n $kind ]] && batch_of["$kind|$ns|$name"]=$b
   done <<<"$records"
-  if [[ -z $PICKED ]]; then
+  if [[ -z $picked ]]; then
     while IFS='|' read -r kind ns name _rest; do
       [[ -z $kind ]] && continue
       b=${batch_of["$kind|$ns|$name"]:-}
-      [[ $b > $PICKED ]] && PICKED=$b
+      [[ $b > $picked ]] && picked=$b
     done <<<"$1"
   fi
+  printf 'batch %s\n' "$picked"
   while IFS='|' read -r kind ns name _rest; do
     [[ -z $kind ]] && continue
-    if [[ -n $PICKED && ${batch_of["$kind|$ns|$name"]:-} == "$PICKED" ]]; then
-      KEPT+="$kind|$ns|$name|$_rest"$'\n'
+    if [[ -n $picked && ${batch_of["$kind|$ns|$name"]:-} == "$picked" ]]; then
+      printf 'keep %s\n' "$kind|$ns|$name|$_rest"
+      kept=$((kept + 1))
     else
-      LEFT+=("$kind $ns/$name")
+      printf 'left %s\n' "$kind $ns/$name"
     fi
   done <<<"$1"
-  if [[ -n $BATCH && -z $KEPT ]]; then
+  if [[ -n $BATCH ]] && ((kept == 0)); then
     die 1 "BATCH=$BATCH is recorded on no suspended object of cluster $CLUSTER — see task flux:list-suspended CLUSTER=$CLUSTER"
   fi
+  return 0
+}
+
+# selected <tag> <lines> [<new tag>]: out: the non-empty lines tagged "<tag> " without the tag
+#   (every non-empty line when <tag> is ""), tagged "<new tag> " instead when one is given. exit: 0.
+selected() {
+  local line
+  while IFS= read -r line; do
+    [[ -n $line ]] || continue
+    if [[ -z $1 ]]; then
+      :
+    elif [[ $line == "$1 "* ]]; then
+      line=${line#"$1 "}
+    else
+      continue
+    fi
+    printf '%s\n' "${3:+$3 }$line"
+  done <<<"$2"
   return 0
 }
 
@@ -365,8 +389,8 @@ cmd_count() {
     targets=$(resolve "$(order_for "$action")" "$(bulk_filter "$action")") || exit $?
     [[ -n $targets ]] || exit 0
     if [[ $action == resume ]]; then
-      select_batch "$targets"
-      targets=${KEPT%$'\n'}
+      targets=$(select_batch "$targets") || exit $?
+      targets=$(selected keep "$targets")
       [[ -n $targets ]] || exit 0
       # A dependsOn cycle is refused here, before the prompt.
       depends_order "$targets" >/dev/null
@@ -396,15 +420,18 @@ cmd_bulk() {
   fi
   targets=$(resolve "$(order_for "$action")" "$(bulk_filter "$action")")
   if [[ $action == resume && -n $targets ]]; then
-    select_batch "$targets"
-    targets=$KEPT
-    if [[ -n $PICKED ]]; then
-      say "resuming batch $PICKED on $CLUSTER"
+    local selection picked held
+    selection=$(select_batch "$targets") || exit $?
+    picked=$(selected batch "$selection")
+    if [[ -n $picked ]]; then
+      say "resuming batch $picked on $CLUSTER"
     elif ! is_true "$ALL"; then
       say "no suspend-all batch is recorded on the suspended objects of $CLUSTER — ALL=true resumes them anyway"
     fi
-    local held
-    for held in "${LEFT[@]}"; do say "· $held left alone (held on its own: task flux:list-suspended says by whom)"; done
+    while IFS= read -r held; do
+      [[ -z $held ]] || say "· $held left alone (held on its own: task flux:list-suspended says by whom)"
+    done <<<"$(selected left "$selection")"
+    targets=$(selected keep "$selection")
     targets=$(depends_order "$targets") || exit $?
   fi
   act_rows "$action" "$targets"

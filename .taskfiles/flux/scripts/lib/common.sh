@@ -3,6 +3,10 @@
 # file uses. Sourced by flux-ops.sh only; defines functions and variables, runs nothing.
 # shellcheck disable=SC2034 # the constants and inputs are used by the other lib files
 
+# The lib's one include guard: every file sources this one, which loads once.
+[[ -z ${FOPS_COMMON_LOADED:-} ]] || return 0
+readonly FOPS_COMMON_LOADED=1
+
 # Resources as resource.version.group: the versions the flux CLI (v2.7+) reads and writes itself.
 # (kubectl reads a resource.group argument first as resource.version.group, misses, and then drops
 # and refetches its discovery cache on every call: about 50 ms each.)

@@ -3,9 +3,8 @@
 # its own subshell with CLUSTER set to it, results in one temporary directory that the one EXIT trap
 # (on_exit) removes. Used by the API probes, status and every CLUSTER=all command.
 
-# Needs lib/common.sh (sourced first by flux-ops.sh; sourced here when this file is used alone).
 # shellcheck source=common.sh
-[[ -n ${KS_RES:-} ]] || source "${BASH_SOURCE[0]%/*}/common.sh"
+source "${BASH_SOURCE[0]%/*}/common.sh"
 
 WORK="" WORK_OWNER=""
 
@@ -42,21 +41,18 @@ per_cluster() {
   wait "${pids[@]}" # these only: a suspend's patch process (act.sh) may be waiting for its input
 }
 
-# rc_of <tag> <cluster>: REPLY = the exit code per_cluster recorded. exit: 0.
-rc_of() { read -r REPLY <"$WORK/$1.$2.rc"; }
-
 # fanout <function>: CLUSTER=all → <function> for every cluster at once, then each cluster's output
 #   (stdout and stderr as written) with every line labelled "[cluster] ", and "[cluster] ✗ failed
 #   (exit N)" after a failed one. exit: 1 if any cluster failed, else 0.
 fanout() {
-  local c rc=0
+  local c rc=0 code
   FANOUT_FN=$1
   per_cluster fan fanout_one "${CLUSTER_LIST[@]}"
   for c in "${CLUSTER_LIST[@]}"; do
     sed "s/^/[$c] /" "$WORK/fan.$c.out"
-    rc_of fan "$c"
-    [[ $REPLY == 0 ]] || {
-      say "[$c] ✗ failed (exit $REPLY)"
+    read -r code <"$WORK/fan.$c.rc"
+    [[ $code == 0 ]] || {
+      say "[$c] ✗ failed (exit $code)"
       rc=1
     }
   done

@@ -2,9 +2,8 @@
 # lib/logs.sh — the Flux controllers' logs: flux logs (every controller, filtered to APP's objects),
 # or one CONTROLLER's Deployment logs printed the way flux logs prints them.
 
-# Needs lib/common.sh (sourced first by flux-ops.sh; sourced here when this file is used alone).
 # shellcheck source=common.sh
-[[ -n ${KS_RES:-} ]] || source "${BASH_SOURCE[0]%/*}/common.sh"
+source "${BASH_SOURCE[0]%/*}/common.sh"
 
 # cmd_logs: streams at a terminal (FOLLOW unset), prints the lines so far without one.
 #   exit: flux logs' / kubectl logs', or the resolver's.
@@ -51,33 +50,39 @@ controller_logs() {
   run kubectl "${args[@]}" | format_logs "$1"
 }
 
-# field <json line> <key>: REPLY = the string value of the first "key":"…" ("" if none). exit: 0.
+# field <json line> <key> <variable>: sets <variable> to the string value of the first "key":"…"
+#   ("" if none): by name, not by output, so that format_logs forks nothing per line. exit: 0.
+# shellcheck disable=SC2034 # value_ is a nameref: it sets the caller's variable
 field() {
+  local -n value_=$3
   local re="\"$2\":\"(([^\"\\\\]|\\\\.)*)\""
-  REPLY=""
-  [[ $1 =~ $re ]] && REPLY=${BASH_REMATCH[1]//\\\"/\"}
+  value_=""
+  [[ $1 =~ $re ]] && value_=${BASH_REMATCH[1]//\\\"/\"}
   return 0
 }
 
 # format_logs <resolver rows or "">: JSON log lines (stdin) → flux logs lines (stdout).
 #   No subshell per line: a controller writes thousands of lines. exit: 0.
 format_logs() {
-  local rows=$'\n'$1 line level kind name ns
+  local rows=$'\n'$1 line level kind name ns text
   while IFS= read -r line; do
     [[ $line == "{"* ]] || continue
-    field "$line" level && level=$REPLY
+    field "$line" level level
     [[ -z $LEVEL || $level == "$LEVEL" ]] || continue
-    field "$line" "reconciler kind" && kind=$REPLY
-    [[ -n $kind ]] || { field "$line" controllerKind && kind=$REPLY; }
-    field "$line" name && name=$REPLY
-    field "$line" namespace && ns=$REPLY
+    field "$line" "reconciler kind" kind
+    [[ -n $kind ]] || field "$line" controllerKind kind
+    field "$line" name name
+    field "$line" namespace ns
     if [[ -n $APP ]]; then
       [[ $rows == *$'\n'"$kind|$ns|$name|"* ]] || continue
     else
       [[ -z $NAMESPACE || $ns == "$NAMESPACE" ]] || continue
     fi
-    field "$line" ts && printf '%s %s %s%s - ' "$REPLY" "$level" "$kind" "${name:+/$name.$ns}"
-    field "$line" msg && printf '%s ' "$REPLY"
-    field "$line" error && printf '%s\n' "$REPLY"
+    field "$line" ts text
+    printf '%s %s %s%s - ' "$text" "$level" "$kind" "${name:+/$name.$ns}"
+    field "$line" msg text
+    printf '%s ' "$text"
+    field "$line" error text
+    printf '%s\n' "$text"
   done
 }

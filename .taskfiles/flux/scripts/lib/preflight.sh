@@ -14,9 +14,8 @@
 #                missing context (exit 4), API server not answering within API_TIMEOUT (exit 5; with
 #                CLUSTER=all and other clusters answering, a warning line and the command goes on).
 
-# Needs lib/common.sh (sourced first by flux-ops.sh; sourced here when this file is used alone).
 # shellcheck source=common.sh
-[[ -n ${KS_RES:-} ]] || source "${BASH_SOURCE[0]%/*}/common.sh"
+source "${BASH_SOURCE[0]%/*}/common.sh"
 
 PROVEN=false         # true once the cluster(s) of this (sub)shell answered a request
 declare -A API_RC=() # cluster → exit code of its GET /readyz (probe_api)
@@ -39,13 +38,12 @@ version_ge() {
   ((hmaj > wmaj || (hmaj == wmaj && hmin >= wmin)))
 }
 
-# version_cache: REPLY = the cache file of checked tool versions ("" without XDG_CACHE_HOME and HOME).
+# version_cache: out: the cache file of checked tool versions ("" without XDG_CACHE_HOME and HOME).
 version_cache() {
-  REPLY=""
   if [[ -n ${XDG_CACHE_HOME:-} ]]; then
-    REPLY=$XDG_CACHE_HOME/flux-ops/versions
+    printf '%s' "$XDG_CACHE_HOME/flux-ops/versions"
   elif [[ -n ${HOME:-} ]]; then
-    REPLY=$HOME/.cache/flux-ops/versions
+    printf '%s' "$HOME/.cache/flux-ops/versions"
   fi
 }
 
@@ -58,8 +56,7 @@ require_tools() {
   hash flux 2>/dev/null || die 3 "flux CLI not found in PATH — install flux >= $MIN_FLUX (https://fluxcd.io/flux/installation/)"
   hash kubectl 2>/dev/null || die 3 "kubectl not found in PATH — install kubectl >= $MIN_KUBECTL (https://kubernetes.io/docs/tasks/tools/)"
   local flux_bin=${BASH_CMDS[flux]} kubectl_bin=${BASH_CMDS[kubectl]} cache line="" fv="" kv=""
-  version_cache
-  cache=$REPLY
+  cache=$(version_cache)
   if [[ -n $cache && $cache -nt $flux_bin && $cache -nt $kubectl_bin ]]; then
     read -r line 2>/dev/null <"$cache" || true
     [[ $line == "ok flux>=$MIN_FLUX $flux_bin kubectl>=$MIN_KUBECTL $kubectl_bin" ]] && return 0
@@ -84,11 +81,11 @@ api_ready() { kc --request-timeout="$API_TIMEOUT" get --raw=/readyz; }
 
 # probe_api <cluster…>: api_ready for each, at once. out: API_RC[cluster] = its exit code.
 probe_api() {
-  local c
+  local c code
   per_cluster api api_ready "$@"
   for c in "$@"; do
-    rc_of api "$c"
-    API_RC[$c]=$REPLY
+    read -r code <"$WORK/api.$c.rc"
+    API_RC[$c]=$code
   done
 }
 
@@ -102,21 +99,26 @@ prove_clusters() {
   PROVEN=true
 }
 
-# cluster_get <kubectl get args…>: REPLY = stdout of `kubectl --context $CLUSTER get <args…>`.
-#   Until the cluster is proven, this first request is also its preflight probe: made within
-#   API_TIMEOUT, quietly; when it fails, explain_failure names the cause (exit 4 or 5), and when
-#   the API server does answer, the request is made once more with LIST_TIMEOUT, its stderr shown.
+# cluster_get <variable> <kubectl get args…>: sets <variable> to the stdout of
+#   `kubectl --context $CLUSTER get <args…>`. Until the cluster is proven, this first request is
+#   also its preflight probe: made within API_TIMEOUT, quietly; when it fails, explain_failure names
+#   the cause (exits 4 or 5), and when the API server does answer, the request is made once more
+#   with LIST_TIMEOUT, its stderr shown. By name, not by output: it sets PROVEN and may exit the
+#   script, which a command substitution would both keep to itself.
 #   exit: 0, or kubectl's exit code of that last request.
 cluster_get() {
+  local -n got_=$1
+  shift
   if ! $PROVEN; then
-    if REPLY=$(kc --request-timeout="$API_TIMEOUT" get "$@" 2>/dev/null); then
+    if got_=$(kc --request-timeout="$API_TIMEOUT" get "$@" 2>/dev/null); then
       PROVEN=true
       return 0
     fi
     explain_failure "$CLUSTER"
     PROVEN=true
   fi
-  REPLY=$(kc --request-timeout="$LIST_TIMEOUT" get "$@")
+  # shellcheck disable=SC2034 # a nameref: sets the caller's variable
+  got_=$(kc --request-timeout="$LIST_TIMEOUT" get "$@")
 }
 
 # explain_failure <cluster…>: why the first request to these clusters failed, judged in order:

@@ -2,9 +2,8 @@
 # lib/read.sh — the read-only commands: status, list-suspended, check, events, alerts, diff, tree,
 # trace (logs: lib/logs.sh). With CLUSTER=all (where offered) every cluster is read at once.
 
-# Needs lib/common.sh (sourced first by flux-ops.sh; sourced here when this file is used alone).
 # shellcheck source=common.sh
-[[ -n ${KS_RES:-} ]] || source "${BASH_SOURCE[0]%/*}/common.sh"
+source "${BASH_SOURCE[0]%/*}/common.sh"
 
 # cmd_check: flux check. exit: flux's (CLUSTER=all: 1 if any cluster failed).
 cmd_check() {
@@ -17,13 +16,13 @@ cmd_check() {
 }
 cmd_check_one() { run flux check --context "$CLUSTER"; }
 
-# status_resources: REPLY = the resources KINDS selects.
+# status_resources: out: the resources KINDS selects.
 status_resources() {
   case $KINDS in
-  ks) REPLY=$KS_RES ;;
-  hr) REPLY=$HR_RES ;;
-  source) REPLY=$SOURCE_RES ;;
-  *) REPLY=$KS_RES,$HR_RES,$SOURCE_RES ;;
+  ks) printf '%s' "$KS_RES" ;;
+  hr) printf '%s' "$HR_RES" ;;
+  source) printf '%s' "$SOURCE_RES" ;;
+  *) printf '%s' "$KS_RES,$HR_RES,$SOURCE_RES" ;;
   esac
 }
 
@@ -35,9 +34,8 @@ status_rows() {
   [[ -n $NAMESPACE ]] && scope=(-n "$NAMESPACE")
   [[ -n $APP ]] && sel=(--field-selector "metadata.name=$APP")
   $PROVEN && timeout=$LIST_TIMEOUT
-  status_resources
   # shellcheck disable=SC2016 # jsonpath, not a shell expansion
-  kc --request-timeout="$timeout" get "$REPLY" "${scope[@]}" "${sel[@]}" -o \
+  kc --request-timeout="$timeout" get "$(status_resources)" "${scope[@]}" "${sel[@]}" -o \
     'jsonpath={range .items[*]}{.kind}{"|"}{.metadata.namespace}{"|"}{.metadata.name}{"|"}{.status.conditions[?(@.type=="Ready")].status}{"|"}{.spec.suspend}{"|"}'"$RECORD_FIELDS"'{"|"}{.status.conditions[?(@.type=="Ready")].message}{"\n"}{end}' |
     awk -v c="$CLUSTER" -F'|' 'NF {
       gsub(/[\t\r]/, " ", $10)
@@ -55,19 +53,19 @@ status_rows() {
 #   warning), the list once more, and "error: cluster <c>: <its error>"; the others are still shown.
 #   exit: 0, or 1 when a cluster's list failed.
 cmd_status() {
-  local c rc=0 failed=() line
+  local c rc=0 failed=() line code
   per_cluster rows status_rows "${TARGETS[@]}"
   for c in "${TARGETS[@]}"; do
-    rc_of rows "$c"
-    [[ $REPLY == 0 ]] || failed+=("$c")
+    read -r code <"$WORK/rows.$c.rc"
+    [[ $code == 0 ]] || failed+=("$c")
   done
   if ((${#failed[@]} > 0)); then
     explain_failure "${failed[@]}"
     PROVEN=true
     per_cluster rows status_rows "${failed[@]}"
     for c in "${failed[@]}"; do
-      rc_of rows "$c"
-      [[ $REPLY == 0 ]] && continue
+      read -r code <"$WORK/rows.$c.rc"
+      [[ $code == 0 ]] && continue
       line=""
       read -r line <"$WORK/rows.$c.err" || true
       printf 'error: cluster %s: %s\n' "$c" "$line" >&2
@@ -108,23 +106,22 @@ cmd_list_suspended() {
   records=$(kc --request-timeout="$LIST_TIMEOUT" get "$KS_RES,$HR_RES" -A -o "jsonpath=$RECORD_JSONPATH") || records=""
   printf '%-14s %-24s %-32s %s\n' KIND NAMESPACE NAME SUSPENDED
   while IFS='|' read -r kind ns name _rest; do
-    record_of "$kind|$ns|$name" "$records"
-    printf '%-14s %-24s %-32s %s\n' "$kind" "$ns" "$name" "$REPLY"
+    printf '%-14s %-24s %-32s %s\n' "$kind" "$ns" "$name" "$(record_of "$kind|$ns|$name" "$records")"
   done <<<"$out"
 }
 
-# record_of <Kind|ns|name> <records>: REPLY = the object's suspend record as one phrase:
+# record_of <Kind|ns|name> <records>: out: the object's suspend record as one phrase:
 #   "by <who> at <when>[, batch <id>][: <why>]", or "unrecorded (…)" when no suspend task wrote one.
 record_of() {
   local line by at reason batch
-  REPLY="unrecorded (suspended by another tool or by hand)"
   while IFS= read -r line; do
     [[ $line == "$1|"* ]] || continue
     IFS='|' read -r by at reason batch <<<"${line#"$1|"}"
-    [[ -n $by ]] || return 0
-    REPLY="by $by at $at${batch:+, batch $batch}${reason:+: $reason}"
+    [[ -n $by ]] || break
+    printf '%s' "by $by at $at${batch:+, batch $batch}${reason:+: $reason}"
     return 0
   done <<<"$2"
+  printf '%s' "unrecorded (suspended by another tool or by hand)"
 }
 
 # cmd_events: Flux events of the cluster or NAMESPACE, or APP's own events; WATCH=true streams.

@@ -3,23 +3,24 @@
 # HelmReleases to act on, as rows "Kind|namespace|name|spec.suspend|Ready status", from one
 # server-side filtered list (which is also the command's preflight probe of its cluster).
 
-# Needs lib/common.sh (sourced first by flux-ops.sh; sourced here when this file is used alone).
 # shellcheck source=common.sh
-[[ -n ${KS_RES:-} ]] || source "${BASH_SOURCE[0]%/*}/common.sh"
+source "${BASH_SOURCE[0]%/*}/common.sh"
 
-# resources_for_type: REPLY = the resources TYPE selects (both kinds by default).
+# resources_for_type: out: the resources TYPE selects (both kinds by default).
 resources_for_type() {
   case $TYPE in
-  ks | kustomization) REPLY=$KS_RES ;;
-  hr | helmrelease) REPLY=$HR_RES ;;
-  *) REPLY=$KS_RES,$HR_RES ;;
+  ks | kustomization) printf '%s' "$KS_RES" ;;
+  hr | helmrelease) printf '%s' "$HR_RES" ;;
+  *) printf '%s' "$KS_RES,$HR_RES" ;;
   esac
 }
 
-# rows <scope args…>: REPLY = the rows of one list of $CLUSTER (cluster_get). exit: kubectl's.
+# rows <variable> <scope args…>: sets <variable> to the rows of one list of $CLUSTER (by name, as
+#   cluster_get). exit: kubectl's.
 rows() {
-  resources_for_type
-  cluster_get "$REPLY" "$@" -o "jsonpath=$ROW_JSONPATH"
+  local into=$1
+  shift
+  cluster_get "$into" "$(resources_for_type)" "$@" -o "jsonpath=$ROW_JSONPATH"
 }
 
 # order_rows <ks-first|hr-first> <rows>: out: the rows of one kind, then those of the other.
@@ -34,11 +35,13 @@ order_rows() {
   return 0
 }
 
-# filter_rows <suspended|unsuspended|failed|""> <rows>: REPLY = the rows a bulk command acts on.
+# filter_rows <suspended|unsuspended|failed|""> <rows>: out: the rows a bulk command acts on.
 filter_rows() {
   local kind ns name s r out=""
-  REPLY=$2
-  [[ -z $1 ]] && return 0
+  if [[ -z $1 ]]; then
+    printf '%s' "$2"
+    return 0
+  fi
   while IFS='|' read -r kind ns name s r; do
     [[ -z $kind ]] && continue
     case $1 in
@@ -48,14 +51,13 @@ filter_rows() {
     esac
     out+="$kind|$ns|$name|$s|$r"$'\n'
   done <<<"$2"
-  REPLY=$out
+  printf '%s' "$out"
 }
 
 # close_names: out: up to five names close to $APP (substring or edit distance <= 2), one line.
 close_names() {
   local res
-  resources_for_type
-  res=$REPLY
+  res=$(resources_for_type)
   kc --request-timeout="$LIST_TIMEOUT" get "$res" -A -o 'jsonpath={range .items[*]}{.metadata.name}{"\n"}{end}' 2>/dev/null |
     sort -u | awk -v want="$APP" '
       function dist(a, b,   i, j, la, lb, d, c) {
@@ -99,9 +101,8 @@ resolve() {
   [[ -n $NAMESPACE ]] && scope=(-n "$NAMESPACE")
   [[ $filter == any ]] && filter=""
   if [[ -n $APP ]]; then
-    rows "${scope[@]}" --field-selector "metadata.name=$APP" ||
+    rows out "${scope[@]}" --field-selector "metadata.name=$APP" ||
       die 6 "listing Flux objects on cluster $CLUSTER failed — check: kubectl --context $CLUSTER get $KS_RES -A"
-    out=$REPLY
     if [[ -z $out ]]; then
       local near
       near=$(close_names || true)
@@ -110,16 +111,15 @@ resolve() {
     fi
     ambiguity "$out"
   elif [[ -n $NAMESPACE || -n ${2:-} ]]; then
-    rows "${scope[@]}" ||
+    rows out "${scope[@]}" ||
       die 6 "listing Flux objects on cluster $CLUSTER failed — check: kubectl --context $CLUSTER get $KS_RES -A"
-    out=$REPLY
     if [[ -z $out && -z ${2:-} ]]; then
       die 1 "no Kustomization or HelmRelease in namespace $NAMESPACE on cluster $CLUSTER — list them with: task flux:status CLUSTER=$CLUSTER"
     fi
   else
     die 2 "APP or NAMESPACE is required — e.g. APP=odoo or NAMESPACE=business"
   fi
-  filter_rows "$filter" "$out"
-  [[ -z $REPLY ]] && return 0
-  order_rows "$order" "$REPLY"
+  out=$(filter_rows "$filter" "$out")
+  [[ -z $out ]] && return 0
+  order_rows "$order" "$out"
 }

@@ -2,9 +2,8 @@
 # lib/validate.sh — input validation: pure bash, no process, and nothing else runs before it passes.
 # Every refusal is exit 2 with one line naming the variable and the fix.
 
-# Needs lib/common.sh (sourced first by flux-ops.sh; sourced here when this file is used alone).
 # shellcheck source=common.sh
-[[ -n ${KS_RES:-} ]] || source "${BASH_SOURCE[0]%/*}/common.sh"
+source "${BASH_SOURCE[0]%/*}/common.sh"
 
 readonly DNS_LABEL='^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'
 
