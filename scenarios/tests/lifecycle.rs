@@ -173,7 +173,9 @@ fn a_failed_start_with_retain_stays_up_until_harness_down() {
 /// A scenario binary that dies mid-test leaves nothing behind: a panicking scenario (the binary
 /// then exits with the failure, its environment stopped at exit), and one aborted (no exit code
 /// path runs, as after the OOM killer: only the reaper answers). Within 15 s no recorded process,
-/// no port of its block and no reaper remain.
+/// no port of its block and no reaper remain. With `HARNESS_PROVIDER=kind` (.ci/run's kind stage),
+/// within 3 min no kind cluster or node container of it remains either, nor a Docker engine it
+/// started.
 #[rstest::rstest]
 #[case::panic("panic")]
 #[case::abort("abort")]
@@ -215,19 +217,48 @@ fn a_scenario_binary_that_dies_mid_test_leaves_nothing(#[case] how: &str) {
             Some((words.next()?.to_string(), words.next()?.parse().ok()?, true))
         })
         .collect();
-    assert!(recorded.len() >= 2 * 9, "{recorded:?}\n{said}");
-    let left = harness::provider::reaper::left_after(
-        &dir,
-        &recorded,
-        base..base + len,
-        Duration::from_secs(15),
+    let kind = harness::provider::ProviderKind::from_env().unwrap()
+        == harness::provider::ProviderKind::Kind;
+    // Local: the control planes and Flux of both clusters. Kind: at least the clusters' record.
+    assert!(
+        recorded.len() >= 2 * 9 || kind && said.contains("kind clusters: infra apps"),
+        "{recorded:?}\n{said}"
     );
+    // Deleting two kind clusters takes the reaper a while.
+    let bound = Duration::from_secs(if kind { 180 } else { 15 });
+    let left = harness::provider::reaper::left_after(&dir, &recorded, base..base + len, bound);
     let log = std::fs::read_to_string(dir.join("reaper.log")).unwrap_or_default();
     assert_eq!(
         left,
         (vec![], vec![]),
-        "15 s after it died; reaper.log: {log}\n{said}"
+        "{bound:?} after it died; reaper.log: {log}\n{said}"
     );
+    if kind {
+        assert!(
+            !dir.join("kind-clusters").exists(),
+            "the record of its kind clusters is still there; reaper.log: {log}"
+        );
+        let nodes = duct::cmd!(
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            "label=io.x-k8s.kind.cluster",
+            "--format",
+            "{{.Names}}"
+        )
+        .stderr_null()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .unwrap();
+        // No engine answering (the one it started was stopped) means no container either.
+        let nodes = String::from_utf8_lossy(&nodes.stdout);
+        assert!(
+            nodes.trim().is_empty(),
+            "kind node containers left: {nodes}; reaper.log: {log}"
+        );
+    }
 }
 
 /// The body of `a_scenario_binary_that_dies_mid_test_leaves_nothing`, run by it in a child process:
@@ -239,6 +270,12 @@ fn dies_mid_scenario_on_purpose() {
     env.health().expect("every process is running");
     for (name, pid, _) in harness::sys::process::recorded_pids(&env.state_dir) {
         eprintln!("recorded {name} {pid}");
+    }
+    if let Ok(clusters) = std::fs::read_to_string(env.state_dir.join("kind-clusters")) {
+        eprintln!(
+            "kind clusters: {}",
+            clusters.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
     }
     eprintln!("dying mid-scenario ({:?})", std::env::var("LIFECYCLE_DIE"));
     if std::env::var("LIFECYCLE_DIE").as_deref() == Ok("abort") {
