@@ -286,7 +286,7 @@ pub async fn bootstrap(
     assertions::wait_ready(
         client,
         &flux::gitrepositories(),
-        "flux-system",
+        flux::NAMESPACE,
         "flux-system",
         left(),
     )

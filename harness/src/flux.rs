@@ -147,9 +147,8 @@ pub async fn install(client: &Client, toolchain: &Toolchain) -> Result<()> {
     let crd_api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
     for name in crd_names {
         let established = await_condition(crd_api.clone(), &name, conditions::is_crd_established());
-        tokio::time::timeout(Duration::from_secs(60), established)
-            .await
-            .with_context(|| format!("CRD {name} not established within 60s"))??;
+        let what = format!("establishing CRD {name}");
+        crate::sys::exec::within(Duration::from_secs(60), what, established).await?;
     }
 
     let mut manifests = format!(

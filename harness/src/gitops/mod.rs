@@ -13,8 +13,8 @@ pub mod gitserver;
 pub mod render;
 pub mod standins;
 
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -194,7 +194,7 @@ pub fn entry_path(dir: &Path, cluster: &str, given: Option<&str>) -> Result<Entr
 }
 
 /// The names flux-operator's charts install Flux under, as a kustomize target (a regex, anchored).
-const FLUX_OPERATOR_NAMES: &str = "name: flux-operator|flux-instance";
+const FLUX_OPERATOR_NAMES: &str = "flux-operator|flux-instance";
 
 /// Whether `o` is part of a flux-operator installation of Flux: left out of the entry path as the
 /// root Kustomization's patches leave it out.
@@ -218,110 +218,85 @@ impl Served {
     /// out, SOPS decryption when a key was given). Long intervals: a new commit reaches the
     /// cluster only when someone asks for a reconcile.
     pub fn root_manifests(&self, cluster: &str, url: &str) -> (String, String) {
-        let source = format!(
-            r#"apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata:
-  name: flux-system
-  namespace: flux-system
-spec:
-  interval: 1h
-  url: {url}
-  ref:
-    branch: main
-"#
-        );
-        let path = &self.entries[cluster].path;
-        let mut root = format!(
-            r#"apiVersion: kustomize.toolkit.fluxcd.io/v1
-kind: Kustomization
-metadata:
-  name: flux-system
-  namespace: flux-system
-spec:
-  interval: 1h
-  path: ./{path}
-  prune: true
-  sourceRef:
-    kind: GitRepository
-    name: flux-system
-  # The repository's own bootstrap objects: the environment's Flux and flux-system replace them.
-  patches:
-"#
-        );
-        // (target, apiVersion and kind of the patch): kustomize deletes every object a target selects.
-        for (target, kind) in [
-            (
-                vec!["labelSelector: app.kubernetes.io/part-of=flux"],
-                ["v1", "Any"],
+        let ns = crate::flux::NAMESPACE;
+        let source = json!({
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "GitRepository",
+            "metadata": {"name": "flux-system", "namespace": ns},
+            "spec": {"interval": "1h", "url": url, "ref": {"branch": "main"}},
+        });
+        // kustomize deletes every object the target selects.
+        let delete = |target: Value, api_version: &str, kind: &str| {
+            json!({
+                "target": target,
+                "patch": format!("$patch: delete\napiVersion: {api_version}\nkind: {kind}\nmetadata:\n  name: any\n"),
+            })
+        };
+        // The repository's own bootstrap objects: the environment's Flux and flux-system replace
+        // them; so does a flux-operator installation of Flux (its HelmReleases and their chart
+        // sources, or a FluxInstance).
+        let patches = [
+            delete(
+                json!({"labelSelector": "app.kubernetes.io/part-of=flux"}),
+                "v1",
+                "Any",
             ),
-            (
-                vec![
-                    "group: source.toolkit.fluxcd.io",
-                    "kind: GitRepository",
-                    "name: flux-system",
-                    "namespace: flux-system",
-                ],
-                ["source.toolkit.fluxcd.io/v1", "GitRepository"],
+            delete(
+                json!({"group": "source.toolkit.fluxcd.io", "kind": "GitRepository", "name": "flux-system", "namespace": ns}),
+                "source.toolkit.fluxcd.io/v1",
+                "GitRepository",
             ),
-            (
-                vec![
-                    "group: kustomize.toolkit.fluxcd.io",
-                    "kind: Kustomization",
-                    "name: flux-system",
-                    "namespace: flux-system",
-                ],
-                ["kustomize.toolkit.fluxcd.io/v1", "Kustomization"],
+            delete(
+                json!({"group": "kustomize.toolkit.fluxcd.io", "kind": "Kustomization", "name": "flux-system", "namespace": ns}),
+                "kustomize.toolkit.fluxcd.io/v1",
+                "Kustomization",
             ),
-            // A flux-operator installation of Flux (its HelmReleases and their chart sources, or
-            // a FluxInstance): the environment runs Flux already.
-            (
-                vec![
-                    "group: helm.toolkit.fluxcd.io",
-                    "kind: HelmRelease",
-                    FLUX_OPERATOR_NAMES,
-                ],
-                ["helm.toolkit.fluxcd.io/v2", "HelmRelease"],
+            delete(
+                json!({"group": "helm.toolkit.fluxcd.io", "kind": "HelmRelease", "name": FLUX_OPERATOR_NAMES}),
+                "helm.toolkit.fluxcd.io/v2",
+                "HelmRelease",
             ),
-            (
-                vec![
-                    "group: source.toolkit.fluxcd.io",
-                    "kind: OCIRepository",
-                    FLUX_OPERATOR_NAMES,
-                ],
-                ["source.toolkit.fluxcd.io/v1", "OCIRepository"],
+            delete(
+                json!({"group": "source.toolkit.fluxcd.io", "kind": "OCIRepository", "name": FLUX_OPERATOR_NAMES}),
+                "source.toolkit.fluxcd.io/v1",
+                "OCIRepository",
             ),
-            (
-                vec!["group: fluxcd.controlplane.io", "kind: FluxInstance"],
-                ["fluxcd.controlplane.io/v1", "FluxInstance"],
+            delete(
+                json!({"group": "fluxcd.controlplane.io", "kind": "FluxInstance"}),
+                "fluxcd.controlplane.io/v1",
+                "FluxInstance",
             ),
-        ] {
-            let _ = writeln!(root, "    - target:");
-            for line in target {
-                let _ = writeln!(root, "        {line}");
-            }
-            let _ = write!(
-                root,
-                "      patch: |\n        $patch: delete\n        apiVersion: {}\n        kind: {}\n        metadata:\n          name: any\n",
-                kind[0], kind[1]
-            );
-        }
+        ];
+        let mut root = json!({
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
+            "metadata": {"name": "flux-system", "namespace": ns},
+            "spec": {
+                "interval": "1h",
+                "path": format!("./{}", self.entries[cluster].path),
+                "prune": true,
+                "sourceRef": {"kind": "GitRepository", "name": "flux-system"},
+                "patches": patches,
+            },
+        });
         if self.sops_age_key.is_some() {
-            let _ = write!(
-                root,
-                "  decryption:\n    provider: sops\n    secretRef:\n      name: {SOPS_SECRET}\n"
-            );
+            root["spec"]["decryption"] =
+                json!({"provider": "sops", "secretRef": {"name": SOPS_SECRET}});
         }
-        (source, root)
+        let yaml = |v: &Value| serde_norway::to_string(v).expect("a JSON value is YAML");
+        (yaml(&source), yaml(&root))
     }
 
     /// The Secret Flux's kustomize-controller decrypts with (`--sops-age-key`).
     pub fn sops_secret(&self) -> Option<String> {
         self.sops_age_key.as_ref().map(|key| {
-            let key = key.trim_end().replace('\n', "\n    ");
-            format!(
-                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {SOPS_SECRET}\n  namespace: flux-system\nstringData:\n  age.agekey: |\n    {key}\n"
-            )
+            let secret = json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": SOPS_SECRET, "namespace": crate::flux::NAMESPACE},
+                "stringData": {"age.agekey": key},
+            });
+            serde_norway::to_string(&secret).expect("a JSON value is YAML")
         })
     }
 

@@ -168,7 +168,7 @@ pub fn cluster(checkout: &Path, entry: &str, tools: &Tools) -> Result<Render> {
         let source_ns = source["namespace"].as_str().unwrap_or(&namespace);
         if source["kind"] != "GitRepository"
             || source["name"] != "flux-system"
-            || source_ns != "flux-system"
+            || source_ns != crate::flux::NAMESPACE
         {
             render.not_rendered.push((
                 id,
@@ -213,7 +213,7 @@ fn is_bootstrap(o: &Value) -> bool {
     let meta = &o["metadata"];
     meta["labels"]["app.kubernetes.io/part-of"] == "flux"
         || (meta["name"] == "flux-system"
-            && meta["namespace"] == "flux-system"
+            && meta["namespace"] == crate::flux::NAMESPACE
             && matches!(
                 o["apiVersion"].as_str(),
                 Some(a) if a.starts_with("source.toolkit.fluxcd.io/") || a.starts_with("kustomize.toolkit.fluxcd.io/")

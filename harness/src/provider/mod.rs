@@ -21,16 +21,20 @@ use crate::gitops::{GitopsOptions, Served};
 use crate::task_runner::TaskRunner;
 use crate::toolchain::{Tool, Toolchain};
 
-/// Runs `step` for every cluster at once, one thread each, and returns the first cluster's error
-/// after every thread has ended (nothing is left running behind the caller).
-pub(crate) fn each_cluster<F>(step: F) -> Result<()>
+/// Runs `step` for every cluster at once (its index in [`CLUSTERS`] and its name), one thread
+/// each, and returns every cluster's outcome in that order once every thread has ended (nothing is
+/// left running behind the caller). A panicking step is that cluster's error.
+pub(crate) fn per_cluster<T, F>(step: F) -> Vec<Result<T>>
 where
-    F: Fn(&'static str) -> Result<()> + Sync,
+    T: Send,
+    F: Fn(usize, &'static str) -> Result<T> + Sync,
 {
     std::thread::scope(|scope| {
+        let step = &step;
         let threads: Vec<_> = CLUSTERS
             .iter()
-            .map(|cluster| (*cluster, scope.spawn(|| step(cluster))))
+            .enumerate()
+            .map(|(i, cluster)| (*cluster, scope.spawn(move || step(i, cluster))))
             .collect();
         threads
             .into_iter()
@@ -39,10 +43,18 @@ where
                     .join()
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("the {cluster} step panicked")))
             })
-            .collect::<Vec<_>>()
-            .into_iter()
             .collect()
     })
+}
+
+/// [`per_cluster`] for steps without a value: the first cluster's error, after every thread ended.
+pub(crate) fn each_cluster<F>(step: F) -> Result<()>
+where
+    F: Fn(&'static str) -> Result<()> + Sync,
+{
+    per_cluster(|_, cluster| step(cluster))
+        .into_iter()
+        .collect()
 }
 
 /// How any provider is started: one type for all of them, built with [`ProviderOptions::new`] and

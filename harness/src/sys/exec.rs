@@ -195,6 +195,22 @@ pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> io::Result<()> {
     Ok(())
 }
 
+/// `fut`'s outcome, or an error saying "<what> did not finish within <bound>" once `bound` has
+/// passed: the one conversion of a bounded wait into this crate's errors.
+pub async fn within<T, E>(
+    bound: std::time::Duration,
+    what: impl std::fmt::Display,
+    fut: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    E: Into<anyhow::Error>,
+{
+    match tokio::time::timeout(bound, fut).await {
+        Ok(outcome) => outcome.map_err(Into::into),
+        Err(_) => anyhow::bail!("{what} did not finish within {bound:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,10 +172,13 @@ pub(super) async fn push(port: u16, artifact: &Artifact) -> Result<()> {
     let auth = oci_client::secrets::RegistryAuth::Anonymous;
     let layers = [layer];
     let push = client.push(&reference, &layers, config, &auth, None);
-    tokio::time::timeout(Duration::from_secs(60), push)
-        .await
-        .context("the local registry did not take the push within 60 s")?
-        .with_context(|| format!("pushing {reference}"))?;
+    crate::sys::exec::within(
+        Duration::from_secs(60),
+        format!("pushing {reference}"),
+        push,
+    )
+    .await
+    .with_context(|| format!("pushing {reference} to the local registry"))?;
     Ok(())
 }
 

@@ -49,11 +49,8 @@ async fn apply_crds(client: &Client, crds: &[StandinCrd]) -> Result<()> {
             &crd.name,
             kube::runtime::wait::conditions::is_crd_established(),
         );
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .with_context(|| {
-                format!("the stand-in CRD {} not established within 30 s", crd.name)
-            })??;
+        let what = format!("establishing the stand-in CRD {}", crd.name);
+        crate::sys::exec::within(Duration::from_secs(30), what, established).await?;
     }
     Ok(())
 }

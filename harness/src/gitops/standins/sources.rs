@@ -107,7 +107,9 @@ pub(super) fn plan_sources(renders: &BTreeMap<String, Render>) -> Vec<SourcePlan
     plans
         .into_values()
         .filter(|p| {
-            !(p.kind == "GitRepository" && p.namespace == "flux-system" && p.name == "flux-system")
+            !(p.kind == "GitRepository"
+                && p.namespace == crate::flux::NAMESPACE
+                && p.name == "flux-system")
         })
         .collect()
 }

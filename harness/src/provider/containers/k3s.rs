@@ -47,9 +47,7 @@ pub fn image_tag(toolchain: &Toolchain) -> Result<String> {
 fn with_docker<T>(timeout: Duration, fut: impl AsyncFnOnce(Docker) -> Result<T>) -> Result<T> {
     crate::sys::exec::runtime().block_on(async {
         let docker = Docker::connect_with_defaults()?;
-        tokio::time::timeout(timeout, fut(docker))
-            .await
-            .with_context(|| format!("the Docker engine did not answer within {timeout:?}"))?
+        crate::sys::exec::within(timeout, "the Docker engine's answer", fut(docker)).await
     })
 }
 

@@ -123,7 +123,7 @@ impl Kubectl {
                 "status",
                 &deployment,
                 "-n",
-                "flux-system",
+                crate::flux::NAMESPACE,
                 &limit,
             ],
             timeout + Duration::from_secs(30),
@@ -144,7 +144,7 @@ impl Kubectl {
                 "-l",
                 &selector,
                 "-n",
-                "flux-system",
+                crate::flux::NAMESPACE,
                 "--timeout=90s",
             ],
             Duration::from_secs(120),
@@ -163,7 +163,13 @@ impl Kubectl {
         let replicas = format!("--replicas={replicas}");
         self.run(
             cluster,
-            &["scale", &deployment, "-n", "flux-system", &replicas],
+            &[
+                "scale",
+                &deployment,
+                "-n",
+                crate::flux::NAMESPACE,
+                &replicas,
+            ],
             Duration::from_secs(30),
         )
         .map(drop)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::{Environment, Faults, ProviderOptions, Running};
 use crate::fixtures::{self, CLUSTERS};
@@ -208,33 +208,21 @@ fn start_clusters(
     repo: ServedAt<'_>,
     options: &ProviderOptions,
 ) -> Vec<Result<((LocalCluster, Phases), Duration)>> {
-    std::thread::scope(|s| {
-        let threads: Vec<_> = CLUSTERS
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let ports = ClusterPorts {
-                    base: running.ports.base + 1 + i as u16 * ClusterPorts::LEN,
-                };
-                s.spawn(move || {
-                    let t = Instant::now();
-                    start_cluster(
-                        &running.toolchain,
-                        name,
-                        ports,
-                        &running.state_dir,
-                        repo,
-                        options,
-                        &running.clusters,
-                    )
-                    .map(|c| (c, t.elapsed()))
-                })
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| bail!("cluster start panicked")))
-            .collect()
+    super::per_cluster(|i, name| {
+        let ports = ClusterPorts {
+            base: running.ports.base + 1 + i as u16 * ClusterPorts::LEN,
+        };
+        let t = Instant::now();
+        start_cluster(
+            &running.toolchain,
+            name,
+            ports,
+            &running.state_dir,
+            repo,
+            options,
+            &running.clusters,
+        )
+        .map(|c| (c, t.elapsed()))
     })
 }
 
