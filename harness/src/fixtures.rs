@@ -174,6 +174,8 @@ pub const HOMEOPS_LAYOUT: Layout = Layout {
         ks("apps", "flux-system", "odoo"),
         ks("apps", "flux-system", "whoami"),
         ks("apps", "flux-system", "platform-policies"),
+        // A StatefulSet with a volume claim and a Job, waited for: kwok's volume and pod stages.
+        ks("apps", "flux-system", "redis"),
         hr("apps", "database", "cloudnative-pg"),
         hr("apps", "business", "odoo"),
         hr("apps", "business", "whoami"),

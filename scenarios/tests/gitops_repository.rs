@@ -512,3 +512,42 @@ fn failing_row() -> harness::fixtures::NotReady {
             .into(),
     }
 }
+
+/// Workloads a repository waits for become Ready under kwok: a StatefulSet's volume claim on the
+/// repository's own storage class is Bound (kwok's volume stages, widened to every class), its pod
+/// Ready, and a Job complete (kwok's pod stages).
+#[tokio::test]
+#[ignore = "needs fixtures/gitops-homeops: HARNESS_GITOPS_DIR=fixtures/gitops-homeops, --include-ignored (.ci/run does)"]
+async fn volume_claims_are_bound_and_jobs_complete() {
+    scenario("volumes-and-jobs", |env| async move {
+        anyhow::ensure!(
+            layout(env)?.dir == "fixtures/gitops-homeops",
+            "serve fixtures/gitops-homeops (HARNESS_GITOPS_DIR): its database/redis app is the one read"
+        );
+        let client = env.client("apps").await?;
+        let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+            Api::namespaced(client.clone(), "database");
+        let claim = claims.get("data-redis-0").await?;
+        let spec = claim.spec.clone().unwrap_or_default();
+        let phase = claim.status.and_then(|s| s.phase);
+        anyhow::ensure!(
+            phase.as_deref() == Some("Bound") && spec.storage_class_name.as_deref() == Some("ceph-block"),
+            "claim data-redis-0: phase {phase:?}, class {:?}",
+            spec.storage_class_name
+        );
+        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), "database");
+        let ready = sets.get("redis").await?.status.and_then(|s| s.ready_replicas);
+        anyhow::ensure!(ready == Some(1), "StatefulSet redis: {ready:?} ready replicas");
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), "database");
+        let job = jobs.get("redis-warmup").await?;
+        let complete = job
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True");
+        anyhow::ensure!(complete, "Job redis-warmup did not complete");
+        Ok(())
+    })
+    .await;
+}

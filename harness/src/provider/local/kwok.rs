@@ -275,6 +275,67 @@ options:
     )
 }
 
+/// kwok's own stages, from its pinned module: what kwokctl gives nodes and pods by default
+/// (`kustomize/stage/fast`: nodes initialized and heartbeating with leases; pods Ready, Jobs' pods
+/// complete, deleted pods removed), plus its volume stages (`kustomize/stage/volume/fast`: a claim
+/// gets a volume and is Bound, a deleted claim releases and deletes it), so that StatefulSets with
+/// volume claims become Ready. kwokctl adds its defaults only when it is given no stage at all,
+/// hence both sets here.
+#[derive(Debug, Clone)]
+pub struct Stages {
+    /// The Stage documents, for the kwokctl configuration.
+    pub config: String,
+    /// kwok's StorageClass `kwok-volume`, the cluster's default class, to apply once it runs.
+    pub storage_class: String,
+}
+
+impl Stages {
+    /// Rendered with the pinned kubectl's kustomize from the module (downloaded by Go if needed).
+    /// The volume stages are widened to every storage class: the clusters have no other
+    /// provisioner, and an operator's repository names its own classes.
+    pub fn from_module(toolchain: &Toolchain) -> Result<Self> {
+        let module = toolchain.module_dir(Tool::Kwok)?;
+        let kubectl = toolchain.binary(Tool::Kubernetes, "kubectl");
+        let (mut config, mut storage_class) = (String::new(), None);
+        for dir in ["kustomize/stage/fast", "kustomize/stage/volume/fast"] {
+            let path = module.join(dir);
+            let out = crate::sys::exec::run(
+                &format!("kubectl kustomize {}", path.display()),
+                duct::cmd!(&kubectl, "kustomize", &path),
+                Duration::from_secs(60),
+            )?;
+            for mut doc in crate::gitops::render::documents(&out)? {
+                match doc["kind"].as_str() {
+                    Some("Stage") => {
+                        widen_to_every_storage_class(&mut doc);
+                        config.push_str("---\n");
+                        config.push_str(&serde_norway::to_string(&doc)?);
+                    }
+                    Some("StorageClass") => storage_class = Some(serde_norway::to_string(&doc)?),
+                    // Its RBAC is for an in-cluster kwok; this one uses the admin's credentials.
+                    _ => {}
+                }
+            }
+        }
+        Ok(Self {
+            config,
+            storage_class: storage_class
+                .with_context(|| format!("no StorageClass in {}", module.display()))?,
+        })
+    }
+}
+
+/// Drops a stage's condition on `spec.storageClassName` (`== 'kwok-volume'`).
+fn widen_to_every_storage_class(stage: &mut serde_json::Value) {
+    if let Some(conditions) = stage["spec"]["selector"]["matchExpressions"].as_array_mut() {
+        conditions.retain(|c| {
+            !c["cel"]["expression"]
+                .as_str()
+                .is_some_and(|e| e.contains("storageClassName"))
+        });
+    }
+}
+
 /// Merges per-cluster kubeconfigs into one file whose contexts are the cluster names.
 pub fn merged_kubeconfig(clusters: &[&KwokCluster], current: &str) -> String {
     let mut clusters_yaml = String::new();
@@ -307,4 +368,30 @@ pub fn merged_kubeconfig(clusters: &[&KwokCluster], current: &str) -> String {
 /// Context used for errors: the kwokctl transcript of a cluster directory.
 pub fn create_log(workdir: &Path) -> Result<String> {
     fs::read_to_string(workdir.join("kwokctl-create.log")).context("no kwokctl transcript")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_stages_take_every_storage_class() {
+        let mut stage = serde_json::json!({"kind": "Stage", "spec": {"selector": {"matchExpressions": [
+            {"cel": {"expression": "self.spec.storageClassName == 'kwok-volume'"}},
+            {"cel": {"expression": "!has(self.metadata.deletionTimestamp)"}},
+            {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+        ]}}});
+        widen_to_every_storage_class(&mut stage);
+        let left: Vec<String> = stage["spec"]["selector"]["matchExpressions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        assert!(
+            left.iter().all(|c| !c.contains("storageClassName")),
+            "{left:?}"
+        );
+    }
 }

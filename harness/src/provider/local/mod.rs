@@ -6,7 +6,7 @@
 pub mod kwok;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -208,21 +208,23 @@ fn start_clusters(
     repo: ServedAt<'_>,
     options: &ProviderOptions,
 ) -> Vec<Result<((LocalCluster, Phases), Duration)>> {
+    // kwok's stages for nodes, pods and volumes (without them, kwokctl's defaults: no volumes).
+    let stages = match kwok::Stages::from_module(&running.toolchain) {
+        Ok(stages) => Some(stages),
+        Err(e) => {
+            eprintln!(
+                "harness: kwok's volume stages are not available ({e:#}): volume claims stay Pending, and StatefulSets with them not Ready"
+            );
+            None
+        }
+    };
+    let stages = stages.as_ref();
     super::per_cluster(|i, name| {
         let ports = ClusterPorts {
             base: running.ports.base + 1 + i as u16 * ClusterPorts::LEN,
         };
         let t = Instant::now();
-        start_cluster(
-            &running.toolchain,
-            name,
-            ports,
-            &running.state_dir,
-            repo,
-            options,
-            &running.clusters,
-        )
-        .map(|c| (c, t.elapsed()))
+        start_cluster(running, name, ports, repo, options, stages).map(|c| (c, t.elapsed()))
     })
 }
 
@@ -234,15 +236,17 @@ struct ServedAt<'a> {
     prepared: &'a Prepared,
 }
 
+/// One cluster of `running`: its control plane (kwok), Flux, the served repository; kept in
+/// `running.clusters` once up.
 fn start_cluster(
-    toolchain: &Toolchain,
+    running: &LocalRunning,
     name: &str,
     ports: ClusterPorts,
-    state_dir: &Path,
     repo: ServedAt,
     options: &ProviderOptions,
-    kept: &Mutex<Vec<LocalCluster>>,
+    stages: Option<&kwok::Stages>,
 ) -> Result<(LocalCluster, Phases)> {
+    let (toolchain, state_dir) = (&running.toolchain, running.state_dir.as_path());
     let t = Instant::now();
     let mut phases = Phases::default();
     let dir = state_dir.join("clusters").join(name);
@@ -252,7 +256,11 @@ fn start_cluster(
         name,
         &dir.join("kwok"),
         ports,
-        &flux::cluster_logs_config(&log_dir)?,
+        &format!(
+            "{}{}",
+            flux::cluster_logs_config(&log_dir)?,
+            stages.map_or("", |s| s.config.as_str())
+        ),
         state_dir,
     )?;
     phases.control_plane = t.elapsed();
@@ -269,6 +277,11 @@ fn start_cluster(
         apply::apply_yaml(&client, fixtures::KWOK_NODE)
             .await
             .context("creating the kwok node")?;
+        if let Some(stages) = stages {
+            apply::apply_yaml(&client, &stages.storage_class)
+                .await
+                .context("creating kwok's StorageClass")?;
+        }
         flux::install(&client, toolchain).await?;
         anyhow::Ok(client)
     });
@@ -308,7 +321,7 @@ fn start_cluster(
         };
         if options.retain {
             // Merged into the kubeconfig and left running with the environment.
-            kept.lock().unwrap().push(cluster);
+            running.clusters.lock().unwrap().push(cluster);
         }
         return Err(e);
     }
