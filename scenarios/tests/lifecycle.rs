@@ -234,30 +234,8 @@ fn a_scenario_binary_that_dies_mid_test_leaves_nothing(#[case] how: &str) {
         "{bound:?} after it died; reaper.log: {log}\n{said}"
     );
     if kind {
-        assert!(
-            !dir.join("kind-clusters").exists(),
-            "the record of its kind clusters is still there; reaper.log: {log}"
-        );
-        let nodes = duct::cmd!(
-            "docker",
-            "ps",
-            "-a",
-            "--filter",
-            "label=io.x-k8s.kind.cluster",
-            "--format",
-            "{{.Names}}"
-        )
-        .stderr_null()
-        .stdout_capture()
-        .unchecked()
-        .run()
-        .unwrap();
-        // No engine answering (the one it started was stopped) means no container either.
-        let nodes = String::from_utf8_lossy(&nodes.stdout);
-        assert!(
-            nodes.trim().is_empty(),
-            "kind node containers left: {nodes}; reaper.log: {log}"
-        );
+        let kind_left = harness::provider::reaper::kind_left(&dir);
+        assert!(kind_left.is_empty(), "{kind_left:?}; reaper.log: {log}");
     }
 }
 

@@ -17,6 +17,8 @@ use crate::sys::lock::{self, FileLock};
 /// ([`super::reaper`]); released when dropped.
 #[derive(Debug)]
 pub struct Owner {
+    // Dropped in this order: the lock first, so that the watcher can take the directory, then the
+    // watcher's pipe (its drop waits until the watcher is gone).
     _lock: FileLock,
     _reaper: super::reaper::Reaper,
     dir: PathBuf,

@@ -37,7 +37,19 @@ fn watcher_mode() {
 /// The owner's end of the pipe: dropping it (or dying) wakes the watcher.
 #[derive(Debug)]
 pub(crate) struct Reaper {
-    _pipe: ChildStdin,
+    pipe: Option<ChildStdin>,
+    pid: u32,
+}
+
+/// An owner that ends cleanly (the state directory's lock already released: [`super::Owner`]'s
+/// fields drop in order) wakes its watcher and waits, bounded, until it has looked at the
+/// directory and gone: a next owner of the directory right after (a test, a second start) then
+/// finds it free instead of held by the watcher for that moment.
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        drop(self.pipe.take());
+        crate::sys::exec::wait_gone(self.pid, Duration::from_secs(15));
+    }
 }
 
 impl Reaper {
@@ -58,8 +70,12 @@ impl Reaper {
         let pipe = child.stdin.take().expect("piped");
         fs::write(state_dir.join("reaper.pid"), child.id().to_string())?;
         // Reaped when it exits while this process still lives: no zombie.
+        let pid = child.id();
         std::thread::spawn(move || child.wait());
-        Ok(Self { _pipe: pipe })
+        Ok(Self {
+            pipe: Some(pipe),
+            pid,
+        })
     }
 }
 
@@ -154,4 +170,35 @@ pub fn left_after(
         Ok((now.0.is_empty() && now.1.is_empty()).then_some(now))
     });
     gone.unwrap_or_else(|_| left())
+}
+
+/// What of a kind environment in `state_dir` is still there: the record of its clusters, and kind
+/// node containers on an answering Docker engine (none answering: the engine the harness started
+/// is gone, and its containers with it). Empty: nothing of it is left.
+pub fn kind_left(state_dir: &Path) -> Vec<String> {
+    let mut left = Vec::new();
+    if let Ok(record) = fs::read_to_string(state_dir.join("kind-clusters")) {
+        left.push(format!("the record of kind clusters {}", record.trim()));
+    }
+    let nodes = duct::cmd!(
+        "docker",
+        "ps",
+        "-a",
+        "--filter",
+        "label=io.x-k8s.kind.cluster",
+        "--format",
+        "{{.Names}}"
+    )
+    .stderr_null()
+    .stdout_capture()
+    .unchecked()
+    .run();
+    if let Ok(out) = nodes {
+        left.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(|n| format!("kind node container {n}")),
+        );
+    }
+    left
 }
