@@ -264,3 +264,44 @@ fn images_beside_a_running_environment_leave_it_untouched() {
     );
     assert_eq!(before, after, "the recorded processes changed:\n{said}");
 }
+
+/// On kind, however `harness up --provider kind` dies, its reaper deletes the kind clusters and
+/// stops the Docker engine the harness started, within 3 min (deleting two kind clusters takes
+/// longer than the 15 s of the local provider). Ignored by a plain `cargo test`: it needs the
+/// kind images (minutes the first time); `.ci/run` runs it in its kind stage.
+#[rstest::rstest]
+#[case::sigterm(nix::sys::signal::Signal::SIGTERM)]
+#[case::sigkill(nix::sys::signal::Signal::SIGKILL)]
+#[ignore = "kind provider: .ci/run runs it in its kind stage (--ignored nothing_of_a_kind)"]
+fn nothing_of_a_kind_environment_outlives_up(#[case] signal: nix::sys::signal::Signal) {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["up", "--provider", "kind"])
+        .env_remove("HARNESS_GITOPS_DIR")
+        .env_remove("HARNESS_RETAIN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_up(&mut child);
+    let recorded = harness::sys::process::recorded_pids(state.path());
+    let clusters = std::fs::read_to_string(state.path().join("kind-clusters")).unwrap_or_default();
+    assert_eq!(clusters.split_whitespace().count(), 2, "{clusters:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let _ = wait_exit(&mut child, Duration::from_secs(240));
+    let bound = Duration::from_secs(180);
+    let left = harness::provider::reaper::left_after(state.path(), &recorded, 0..0, bound);
+    let log = std::fs::read_to_string(state.path().join("reaper.log")).unwrap_or_default();
+    assert_eq!(
+        left,
+        (vec![], vec![]),
+        "{bound:?} after {signal}; reaper.log: {log}"
+    );
+    let kind_left = harness::provider::reaper::kind_left(state.path());
+    assert!(
+        kind_left.is_empty(),
+        "{kind_left:?} after {signal}; reaper.log: {log}"
+    );
+}
