@@ -177,6 +177,7 @@ pub const HOMEOPS_LAYOUT: Layout = Layout {
         // A StatefulSet with a volume claim and a Job, waited for: kwok's volume and pod stages.
         ks("apps", "flux-system", "redis"),
         hr("apps", "database", "cloudnative-pg"),
+        hr("apps", "database", "postgres-cluster"),
         hr("apps", "business", "odoo"),
         hr("apps", "business", "whoami"),
     ],
