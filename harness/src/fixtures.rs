@@ -298,7 +298,11 @@ pub async fn bootstrap(
     apply::apply_yaml(client, &root)
         .await
         .context("creating Kustomization flux-system")?;
-    if let Some(layout) = Layout::of(served) {
+    // A fixture repository's objects are all expected Ready, unless its remote sources are left
+    // as they are (`--standins never`): then what cannot be fetched is listed once settled.
+    let known =
+        Layout::of(served).filter(|_| served.standins != crate::gitops::standins::Mode::Never);
+    if let Some(layout) = known {
         wait_all_ready(client, layout, cluster, left()).await?;
     }
     // Kinds the render did not show get stand-in CRDs while the start settles (a few rounds).
