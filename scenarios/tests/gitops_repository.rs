@@ -387,10 +387,7 @@ async fn tasks_work_in_the_middle_of_the_depends_on_chain() {
 #[ignore = "needs fixtures/gitops-homeops: HARNESS_GITOPS_DIR=fixtures/gitops-homeops, --include-ignored (.ci/run does)"]
 async fn late_kinds_get_a_stand_in_crd_and_the_kustomization_applies() {
     scenario("late-kinds", |env| async move {
-        anyhow::ensure!(
-            layout(env)?.dir == "fixtures/gitops-homeops",
-            "serve fixtures/gitops-homeops (HARNESS_GITOPS_DIR): its kubernetes/extras/late-kind is the path read"
-        );
+        homeops_only(env, "its kubernetes/extras/late-kind is the path read")?;
         let _alone = alone().await;
         let cluster = "infra";
         let client = env.client(cluster).await?;
@@ -520,10 +517,7 @@ fn failing_row() -> harness::fixtures::NotReady {
 #[ignore = "needs fixtures/gitops-homeops: HARNESS_GITOPS_DIR=fixtures/gitops-homeops, --include-ignored (.ci/run does)"]
 async fn volume_claims_are_bound_and_jobs_complete() {
     scenario("volumes-and-jobs", |env| async move {
-        anyhow::ensure!(
-            layout(env)?.dir == "fixtures/gitops-homeops",
-            "serve fixtures/gitops-homeops (HARNESS_GITOPS_DIR): its database/redis app is the one read"
-        );
+        homeops_only(env, "its database/redis app is the one read")?;
         let client = env.client("apps").await?;
         let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
             Api::namespaced(client.clone(), "database");
@@ -531,14 +525,24 @@ async fn volume_claims_are_bound_and_jobs_complete() {
         let spec = claim.spec.clone().unwrap_or_default();
         let phase = claim.status.and_then(|s| s.phase);
         anyhow::ensure!(
-            phase.as_deref() == Some("Bound") && spec.storage_class_name.as_deref() == Some("ceph-block"),
+            phase.as_deref() == Some("Bound")
+                && spec.storage_class_name.as_deref() == Some("ceph-block"),
             "claim data-redis-0: phase {phase:?}, class {:?}",
             spec.storage_class_name
         );
-        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), "database");
-        let ready = sets.get("redis").await?.status.and_then(|s| s.ready_replicas);
-        anyhow::ensure!(ready == Some(1), "StatefulSet redis: {ready:?} ready replicas");
-        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(client.clone(), "database");
+        let sets: Api<k8s_openapi::api::apps::v1::StatefulSet> =
+            Api::namespaced(client.clone(), "database");
+        let ready = sets
+            .get("redis")
+            .await?
+            .status
+            .and_then(|s| s.ready_replicas);
+        anyhow::ensure!(
+            ready == Some(1),
+            "StatefulSet redis: {ready:?} ready replicas"
+        );
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+            Api::namespaced(client.clone(), "database");
         let job = jobs.get("redis-warmup").await?;
         let complete = job
             .status
@@ -550,4 +554,14 @@ async fn volume_claims_are_bound_and_jobs_complete() {
         Ok(())
     })
     .await;
+}
+
+/// Fails naming the fix unless the environment serves `fixtures/gitops-homeops` (`why`: what of it
+/// the scenario reads).
+fn homeops_only(env: &harness::provider::Environment, why: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        layout(env)?.dir == "fixtures/gitops-homeops",
+        "serve fixtures/gitops-homeops (HARNESS_GITOPS_DIR): {why}"
+    );
+    Ok(())
 }

@@ -43,21 +43,7 @@ fn a_cluster_create_past_its_bound_fails_in_one_line_and_leaves_nothing() {
         "{err}"
     );
     assert!(err.contains("diagnostics saved in "), "{err}");
-    let nodes = duct::cmd!(
-        "docker",
-        "ps",
-        "-a",
-        "--filter",
-        "label=io.x-k8s.kind.cluster",
-        "--format",
-        "{{.Names}}"
-    )
-    .read()
-    .unwrap();
-    assert!(nodes.is_empty(), "kind node containers left: {nodes}");
-    assert!(
-        !dir.join("kind-clusters").exists(),
-        "the record of created clusters was left"
-    );
+    let left = harness::provider::reaper::kind_left(&dir);
+    assert!(left.is_empty(), "left after the failed create: {left:?}");
     drop(engine);
 }
