@@ -180,22 +180,22 @@ pub fn kind_left(state_dir: &Path) -> Vec<String> {
     if let Ok(record) = fs::read_to_string(state_dir.join("kind-clusters")) {
         left.push(format!("the record of kind clusters {}", record.trim()));
     }
-    let nodes = duct::cmd!(
-        "docker",
-        "ps",
-        "-a",
-        "--filter",
-        "label=io.x-k8s.kind.cluster",
-        "--format",
-        "{{.Names}}"
-    )
-    .stderr_null()
-    .stdout_capture()
-    .unchecked()
-    .run();
-    if let Ok(out) = nodes {
+    let nodes = crate::sys::exec::run(
+        "docker ps (kind node containers)",
+        duct::cmd!(
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            "label=io.x-k8s.kind.cluster",
+            "--format",
+            "{{.Names}}"
+        ),
+        Duration::from_secs(30),
+    );
+    if let Ok(names) = nodes {
         left.extend(
-            String::from_utf8_lossy(&out.stdout)
+            names
                 .split_whitespace()
                 .map(|n| format!("kind node container {n}")),
         );
