@@ -1,4 +1,4 @@
-//! Issue 4, faults: what the `task flux:*` commands do when part of the platform is down. This
+//! Faults: what the `task flux:*` commands do when part of the platform is down. This
 //! binary breaks its own environment (the last step stops the `apps` API server for good), so it
 //! is one test with sequential steps; each step's failure is collected and the test fails at the
 //! end naming all of them, so that a failing step does not hide the later ones.

@@ -1,4 +1,4 @@
-//! Issue 4: every `task flux:*` command proven on the real clusters — bulk and namespace-wide
+//! Every `task flux:*` command proven on the real clusters — bulk and namespace-wide
 //! writes, the read-only commands (logs, events, diff, status, check, tree, trace, alerts,
 //! list-suspended), source reconciles, APP resolution failures, the bad-input matrix, cluster
 //! isolation, idempotency and a release that fails after resume.
