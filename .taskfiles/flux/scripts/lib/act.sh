@@ -267,7 +267,7 @@ select_batch() {
   local -A batch_of=()
   if is_true "$ALL"; then
     printf 'batch \n'
-    selected "" "$1" keep
+    while IFS= read -r b; do [[ -z $b ]] || printf 'keep %s\n' "$b"; done <<<"$1"
     return 0
   fi
   records=$(kc --request-timeout="$LIST_TIMEOUT" get "$KS_RES,$HR_RES" -A -o "jsonpath=$RECORD_JSONPATH") ||
@@ -298,20 +298,11 @@ select_batch() {
   return 0
 }
 
-# selected <tag> <lines> [<new tag>]: out: the non-empty lines tagged "<tag> " without the tag
-#   (every non-empty line when <tag> is ""), tagged "<new tag> " instead when one is given. exit: 0.
+# selected <tag> <lines>: out: the lines tagged "<tag> ", without the tag. exit: 0.
 selected() {
   local line
   while IFS= read -r line; do
-    [[ -n $line ]] || continue
-    if [[ -z $1 ]]; then
-      :
-    elif [[ $line == "$1 "* ]]; then
-      line=${line#"$1 "}
-    else
-      continue
-    fi
-    printf '%s\n' "${3:+$3 }$line"
+    [[ $line == "$1 "* ]] && printf '%s\n' "${line#"$1 "}"
   done <<<"$2"
   return 0
 }
