@@ -97,7 +97,7 @@ pub async fn install_unmatched(
     installed: &Mutex<Vec<StandinCrd>>,
 ) -> Result<Vec<StandinCrd>> {
     let mut crds: Vec<StandinCrd> = Vec::new();
-    let mut retry = Vec::new();
+    let mut retry = BTreeSet::new();
     for ks in failing.iter().filter(|r| r.kind == "Kustomization") {
         for (group, version, kind) in unmatched_kinds(&ks.why) {
             let gvk = kube::api::GroupVersionKind::gvk(&group, &version, &kind);
@@ -118,7 +118,7 @@ pub async fn install_unmatched(
                 objects: Vec::new(),
                 found_by: Some(format!("Kustomization {}/{}", ks.namespace, ks.name)),
             });
-            retry.push((ks.namespace.clone(), ks.name.clone()));
+            retry.insert((ks.namespace.clone(), ks.name.clone()));
         }
     }
     if crds.is_empty() {
