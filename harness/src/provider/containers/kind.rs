@@ -24,7 +24,7 @@ use crate::provider::{Environment, Faults, Running};
 use crate::sys::exec::run;
 use crate::toolchain::{Tool, Toolchain};
 
-pub use crate::provider::containers::{FLUX_MANIFEST_ENV, flux_manifest};
+pub use crate::provider::containers::flux_manifest;
 
 /// `kind-configs/<cluster>.yaml` of this checkout.
 pub fn config_path(cluster: &str) -> PathBuf {
@@ -81,15 +81,51 @@ pub fn remove_stale_clusters(state_dir: &Path) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     let kind = Toolchain::from_env()?.binary(Tool::Kind, "kind");
-    for name in &names {
-        run(
-            &format!("kind delete cluster --name {name}"),
-            duct::cmd!(&kind, "delete", "cluster", "--name", name),
-            Duration::from_secs(180),
-        )?;
+    for (_, deleted) in delete_clusters(&kind, state_dir, &names) {
+        deleted?;
     }
     fs::remove_file(&record)?;
     Ok(names)
+}
+
+/// Deletes the kind clusters `names` of `state_dir` (each with its own kubeconfig there, so the
+/// user's is never touched), all at once: deleting one is seconds of container removal, and the
+/// reaper's bound is the slowest one, not their sum. Returns each name with its outcome.
+fn delete_clusters(kind: &Path, state_dir: &Path, names: &[String]) -> Vec<(String, Result<()>)> {
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let delete = duct::cmd!(
+                    kind,
+                    "delete",
+                    "cluster",
+                    "--name",
+                    name,
+                    "--kubeconfig",
+                    cluster_kubeconfig(state_dir, name)
+                );
+                let label = format!("kind delete cluster --name {name}");
+                scope.spawn(move || run(&label, delete, Duration::from_secs(180)).map(drop))
+            })
+            .collect();
+        names
+            .iter()
+            .cloned()
+            .zip(threads)
+            .map(|(name, thread)| {
+                let outcome = thread
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("deleting {name} panicked")));
+                (name, outcome)
+            })
+            .collect()
+    })
+}
+
+/// The kubeconfig `kind create cluster` wrote for `cluster` in `state_dir`.
+fn cluster_kubeconfig(state_dir: &Path, cluster: &str) -> PathBuf {
+    state_dir.join(format!("kind-{cluster}.kubeconfig"))
 }
 
 /// The IPv4 gateway of the `kind` Docker network (created by the first `kind create cluster`).
@@ -265,9 +301,7 @@ pub fn cluster_config(cluster: &str, images: &KindImages) -> Result<String> {
 
 impl KindRunning {
     fn cluster_kubeconfig(&self, cluster: &str) -> PathBuf {
-        self.common
-            .state_dir
-            .join(format!("kind-{cluster}.kubeconfig"))
+        cluster_kubeconfig(&self.common.state_dir, cluster)
     }
 
     /// `kind create cluster` from `kind-configs/<cluster>.yaml`; its output goes to
@@ -444,20 +478,8 @@ impl Running for KindRunning {
     fn stop(&self) {
         let created: Vec<String> = self.created.lock().unwrap().drain(..).collect();
         let mut all_deleted = true;
-        for cluster in created {
-            if let Err(e) = run(
-                &format!("kind delete cluster --name {cluster}"),
-                duct::cmd!(
-                    &self.kind,
-                    "delete",
-                    "cluster",
-                    "--name",
-                    &cluster,
-                    "--kubeconfig",
-                    self.cluster_kubeconfig(&cluster)
-                ),
-                Duration::from_secs(180),
-            ) {
+        for (cluster, deleted) in delete_clusters(&self.kind, &self.common.state_dir, &created) {
+            if let Err(e) = deleted {
                 eprintln!(
                     "harness: {e:#}: `harness down` or the next start deletes it, or by hand: `kind delete cluster --name {cluster}`"
                 );
