@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod assertions;
 pub mod bench;
+pub mod config;
 pub mod diagnostics;
 pub mod error;
 pub mod fixtures;

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use harness::fixtures;
 use harness::gitops::GitopsOptions;
 use harness::provider::local;
 use harness::provider::{Environment, ProviderKind, ProviderOptions};
 use harness::sys::process;
 use harness::toolchain::{Tool, Toolchain};
+use harness::{config, fixtures};
 
 #[derive(Parser)]
 #[command(
@@ -21,7 +21,7 @@ use harness::toolchain::{Tool, Toolchain};
 )]
 struct Cli {
     /// Where the environment keeps its state, logs and kubeconfig.
-    #[arg(long, global = true, env = "HARNESS_STATE_DIR", default_value_os_t = harness::repo_root().join(".harness"))]
+    #[arg(long, global = true, env = config::STATE_DIR, default_value_os_t = harness::repo_root().join(".harness"))]
     state_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -34,10 +34,10 @@ enum Command {
     Up {
         /// Which clusters: local (processes on this machine), kind or k3s (Docker), or
         /// existing (HARNESS_KUBECONFIG; nothing is started).
-        #[arg(long, env = "HARNESS_PROVIDER", default_value = "local", value_parser = ProviderKind::parse)]
+        #[arg(long, env = config::PROVIDER, default_value = "local", value_parser = ProviderKind::parse)]
         provider: ProviderKind,
         /// First of the local environment's 41 consecutive ports on 127.0.0.1.
-        #[arg(long, env = "HARNESS_PORT_BASE", default_value_t = 31000)]
+        #[arg(long, env = config::PORT_BASE, default_value_t = 31000)]
         port_base: u16,
         /// Upper bound for the fixtures of one cluster to become Ready.
         #[arg(long, default_value = "240", value_parser = parse_secs)]
@@ -46,11 +46,11 @@ enum Command {
         #[arg(long, default_value = "600", value_parser = parse_secs)]
         create_timeout: Duration,
         /// Keep the environment up when its start fails, saying how to reach it.
-        #[arg(long, env = "HARNESS_RETAIN", value_parser = parse_flag)]
+        #[arg(long, env = config::RETAIN, value_parser = parse_flag)]
         retain: bool,
         /// Serve this GitOps checkout (its working tree, uncommitted edits included) instead of
         /// fixtures/gitops, to reproduce a task bug with your own cluster's objects.
-        #[arg(long, env = "HARNESS_GITOPS_DIR", value_name = "DIR")]
+        #[arg(long, env = config::GITOPS_DIR, value_name = "DIR")]
         gitops: Option<PathBuf>,
         /// A cluster's entry path in the --gitops checkout, e.g. apps=kubernetes/apps-cluster
         /// (repeatable); without it the known layouts are looked up.
@@ -68,7 +68,7 @@ enum Command {
         #[arg(
             long = "standins",
             value_name = "WHICH",
-            env = "HARNESS_STANDINS",
+            env = config::STANDINS,
             value_enum,
             default_value_t
         )]
@@ -87,7 +87,7 @@ enum Command {
         export: Option<PathBuf>,
         /// Add the tools of such an archive that the cache lacks (each file verified first), then
         /// build whatever is still missing.
-        #[arg(long, value_name = "FILE", env = "HARNESS_TOOLS_ARCHIVE")]
+        #[arg(long, value_name = "FILE", env = config::TOOLS_ARCHIVE)]
         import: Option<PathBuf>,
     },
     /// Build every image the kind provider runs (cached by version; a Docker engine is started

@@ -36,20 +36,18 @@ pub fn env() -> &'static Environment {
             })
             .unwrap_or_else(|| "scenarios".into());
         // HARNESS_STATE_DIR and HARNESS_PORT_BASE as for `harness up`.
-        let state_dir = std::env::var_os("HARNESS_STATE_DIR")
-            .filter(|d| !d.is_empty())
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                harness::repo_root()
-                    .join("target")
-                    .join("harness")
-                    .join(binary)
-            });
+        let config = harness::config::get();
+        let state_dir = config.state_dir.clone().unwrap_or_else(|| {
+            harness::repo_root()
+                .join("target")
+                .join("harness")
+                .join(binary)
+        });
         // Started on its own thread: it runs its own async runtimes, and tests call this from theirs.
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
             let mut options = ProviderOptions::new(&state_dir);
-            if let Ok(base) = std::env::var("HARNESS_PORT_BASE") {
+            if let Some(base) = &config.port_base {
                 let base = base.parse().map_err(|_| {
                     anyhow::anyhow!(
                         "HARNESS_PORT_BASE={base} is not a port number: give one like 31000"
@@ -111,7 +109,7 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     if ProviderKind::from_env().ok() == Some(ProviderKind::Existing)
-        && std::env::var("HARNESS_ALLOW_DESTRUCTIVE").as_deref() != Ok("1")
+        && !harness::config::get().allow_destructive
     {
         panic!(
             "refusing scenario {name} on existing clusters: it changes fixtures the real clusters do not have; \

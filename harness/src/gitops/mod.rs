@@ -76,9 +76,7 @@ impl GitopsOptions {
     /// `dir` from `HARNESS_GITOPS_DIR` when set (what `harness up --gitops` overrides).
     pub fn from_env() -> Self {
         Self {
-            dir: std::env::var_os("HARNESS_GITOPS_DIR")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from),
+            dir: crate::config::get().gitops_dir.clone(),
             ..Self::default()
         }
     }

@@ -12,9 +12,10 @@ use crate::toolchain::{Tool, Toolchain};
 
 /// `HARNESS_KUBECONFIG`, else `KUBECONFIG`: the kubeconfig with contexts `infra` and `apps`.
 pub fn kubeconfig_from_env() -> Result<PathBuf> {
-    std::env::var_os("HARNESS_KUBECONFIG")
-        .or_else(|| std::env::var_os("KUBECONFIG"))
-        .map(PathBuf::from)
+    crate::config::get()
+        .kubeconfig
+        .clone()
+        .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
         .context("HARNESS_PROVIDER=existing needs the clusters' kubeconfig: set HARNESS_KUBECONFIG=/path/to/kubeconfig")
 }
 

@@ -88,7 +88,7 @@ impl ProviderOptions {
             ready_timeout: Duration::from_secs(240),
             create_timeout: Duration::from_secs(600),
             flux_timeout: Duration::from_secs(300),
-            retain: matches!(std::env::var("HARNESS_RETAIN").as_deref(), Ok("1" | "true")),
+            retain: crate::config::get().retain,
             gitops: GitopsOptions::from_env(),
         }
     }
@@ -199,7 +199,7 @@ pub enum ProviderKind {
 impl ProviderKind {
     /// From `HARNESS_PROVIDER` (default `local`).
     pub fn from_env() -> Result<Self> {
-        Self::parse(std::env::var("HARNESS_PROVIDER").as_deref().unwrap_or(""))
+        Self::parse(crate::config::get().provider.as_deref().unwrap_or(""))
     }
 
     /// From a `HARNESS_PROVIDER` value (`""` is the default, `local`).

@@ -372,8 +372,8 @@ impl Tool {
 
 /// The operator tools whose version a run may pick from their tested range, and the variable for it.
 pub const OVERRIDES: [(Tool, &str); 2] = [
-    (Tool::Task, "HARNESS_TASK_VERSION"),
-    (Tool::Flux, "HARNESS_FLUX_VERSION"),
+    (Tool::Task, crate::config::TASK_VERSION),
+    (Tool::Flux, crate::config::FLUX_VERSION),
 ];
 
 /// Pinned versions, from `toolchain/versions.yaml`.
@@ -464,8 +464,9 @@ impl Toolchain {
     /// `$HARNESS_CACHE`, else `$XDG_CACHE_HOME/k8s-ops-harness`, else `~/.cache/k8s-ops-harness`;
     /// `$HARNESS_TOOLS_ARCHIVE` is imported before anything missing is built.
     pub fn from_env() -> Result<Self> {
-        let root = match std::env::var_os("HARNESS_CACHE") {
-            Some(dir) => PathBuf::from(dir),
+        let config = crate::config::get();
+        let root = match &config.cache {
+            Some(dir) => dir.clone(),
             None => {
                 let base = std::env::var_os("XDG_CACHE_HOME")
                     .map(PathBuf::from)
@@ -476,10 +477,8 @@ impl Toolchain {
         };
         Ok(Self {
             root,
-            versions: Versions::pinned()?.with_overrides(|name| std::env::var(name).ok())?,
-            archive: std::env::var_os("HARNESS_TOOLS_ARCHIVE")
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from),
+            versions: Versions::pinned()?.with_overrides(|name| config.tool_version(name))?,
+            archive: config.tools_archive.clone(),
         })
     }
 

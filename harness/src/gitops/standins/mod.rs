@@ -65,10 +65,7 @@ pub enum Mode {
 impl Mode {
     /// `HARNESS_STANDINS`, `auto` when unset; anything else is refused in one line.
     pub fn from_env() -> Result<Self> {
-        match std::env::var("HARNESS_STANDINS")
-            .ok()
-            .filter(|v| !v.is_empty())
-        {
+        match crate::config::get().standins.clone() {
             None => Ok(Self::Auto),
             Some(v) => <Self as clap::ValueEnum>::from_str(&v, true).map_err(|_| {
                 anyhow::anyhow!("HARNESS_STANDINS={v}: not a mode — use auto, always or never")

@@ -45,10 +45,7 @@ pub enum ImageSource {
 
 impl ImageSource {
     pub fn from_env() -> Result<Self> {
-        match std::env::var("HARNESS_KIND_IMAGES")
-            .as_deref()
-            .unwrap_or("")
-        {
+        match crate::config::get().kind_images.as_deref().unwrap_or("") {
             "" | "local" => Ok(Self::Local),
             "upstream" => Ok(Self::Upstream),
             other => bail!(

@@ -30,18 +30,15 @@ use crate::sys::process::PortBlock;
 use crate::toolchain::{Tool, Toolchain};
 use crate::{apply, diagnostics};
 
-/// Environment variable naming a local copy of Flux's `install.yaml` (air-gapped runs).
-pub const FLUX_MANIFEST_ENV: &str = "HARNESS_FLUX_INSTALL_MANIFEST";
-
 /// Where Flux's install manifest comes from: `HARNESS_FLUX_INSTALL_MANIFEST` (a local file), else
 /// the release asset of the pinned flux version (`toolchain/versions.yaml`).
 pub fn flux_manifest(toolchain: &Toolchain) -> Result<String> {
-    match std::env::var_os(FLUX_MANIFEST_ENV) {
-        Some(path) if !path.is_empty() => {
-            let path = PathBuf::from(path);
+    match crate::config::get().flux_install_manifest.clone() {
+        Some(path) => {
             if !path.is_file() {
                 bail!(
-                    "{FLUX_MANIFEST_ENV}={} does not exist: point it at a copy of Flux's install.yaml or unset it to download the release manifest",
+                    "{}={} does not exist: point it at a copy of Flux's install.yaml or unset it to download the release manifest",
+                    crate::config::FLUX_INSTALL_MANIFEST,
                     path.display()
                 );
             }
