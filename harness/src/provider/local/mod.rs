@@ -48,10 +48,12 @@ pub struct Phases {
     pub fixtures: Duration,
 }
 
+/// A cluster whose control plane runs; its Flux controllers once they started (`None`: the start
+/// failed before).
 struct LocalCluster {
     name: String,
     kwok: KwokCluster,
-    flux: FluxControllers,
+    flux: Option<FluxControllers>,
 }
 
 struct LocalRunning {
@@ -172,10 +174,9 @@ fn bring_up(
     let mut first_error = None;
     for result in start_clusters(running, repo, options) {
         match result {
-            Ok(((cluster, phases), took)) => {
-                report.per_cluster.push((cluster.name.clone(), took));
-                report.phases.push((cluster.name.clone(), phases));
-                running.clusters.lock().unwrap().push(cluster);
+            Ok((cluster, (phases, took))) => {
+                report.per_cluster.push((cluster.to_string(), took));
+                report.phases.push((cluster.to_string(), phases));
             }
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -207,7 +208,7 @@ fn start_clusters(
     running: &LocalRunning,
     repo: ServedAt<'_>,
     options: &ProviderOptions,
-) -> Vec<Result<((LocalCluster, Phases), Duration)>> {
+) -> Vec<Result<(&'static str, (Phases, Duration))>> {
     // kwok's stages for nodes, pods and volumes (without them, kwokctl's defaults: no volumes).
     let stages = match kwok::Stages::from_module(&running.toolchain) {
         Ok(stages) => Some(stages),
@@ -224,7 +225,7 @@ fn start_clusters(
             base: running.ports.base + 1 + i as u16 * ClusterPorts::LEN,
         };
         let t = Instant::now();
-        start_cluster(running, name, ports, repo, options, stages).map(|c| (c, t.elapsed()))
+        start_cluster(running, name, ports, repo, options, stages).map(|p| (name, (p, t.elapsed())))
     })
 }
 
@@ -236,8 +237,8 @@ struct ServedAt<'a> {
     prepared: &'a Prepared,
 }
 
-/// One cluster of `running`: its control plane (kwok), Flux, the served repository; kept in
-/// `running.clusters` once up.
+/// One cluster of `running`: its control plane (kwok), Flux, the served repository; what of it
+/// started is kept in `running.clusters`, whether the start succeeds or not.
 fn start_cluster(
     running: &LocalRunning,
     name: &str,
@@ -245,7 +246,7 @@ fn start_cluster(
     repo: ServedAt,
     options: &ProviderOptions,
     stages: Option<&kwok::Stages>,
-) -> Result<(LocalCluster, Phases)> {
+) -> Result<Phases> {
     let (toolchain, state_dir) = (&running.toolchain, running.state_dir.as_path());
     let t = Instant::now();
     let mut phases = Phases::default();
@@ -265,68 +266,64 @@ fn start_cluster(
     )?;
     phases.control_plane = t.elapsed();
     let rt = crate::sys::exec::runtime();
-    // With `retain`, a failure leaves what this cluster started running (see ProviderOptions).
-    let keep_on_error = |kwok: KwokCluster, e: anyhow::Error| {
-        if options.retain {
-            std::mem::forget(kwok);
-        }
-        Err(e)
-    };
-    let installed = rt.block_on(async {
-        let client = apply::client_for(kwok.kubeconfig(), name).await?;
-        apply::apply_yaml(&client, fixtures::KWOK_NODE)
-            .await
-            .context("creating the kwok node")?;
-        if let Some(stages) = stages {
-            apply::apply_yaml(&client, &stages.storage_class)
-                .await
-                .context("creating kwok's StorageClass")?;
-        }
-        flux::install(&client, toolchain).await?;
-        anyhow::Ok(client)
-    });
-    let client = match installed.with_context(|| format!("installing Flux on {name}")) {
-        Ok(client) => client,
-        Err(e) => return keep_on_error(kwok, e),
-    };
-    let flux = match FluxControllers::start(
-        toolchain,
-        name,
-        kwok.kubeconfig(),
-        ports,
-        &log_dir,
-        state_dir,
-    ) {
-        Ok(flux) => flux,
-        Err(e) => return keep_on_error(kwok, e),
-    };
-    phases.flux = t.elapsed() - phases.control_plane;
+    // Whatever happens next, what runs belongs to `running`: a failed start drops or retains it
+    // in one place ([`ProviderOptions::failed_start`]).
     let mut cluster = LocalCluster {
         name: name.to_string(),
         kwok,
-        flux,
+        flux: None,
     };
-    let ready = rt.block_on(fixtures::bootstrap(
-        &client,
-        repo.served,
-        name,
-        repo.url,
-        repo.prepared,
-        options.ready_timeout,
-    ));
-    if let Err(e) = ready {
-        let e = match cluster.flux.ensure_running() {
+    let started = (|| {
+        let client = rt
+            .block_on(async {
+                let client = apply::client_for(cluster.kwok.kubeconfig(), name).await?;
+                apply::apply_yaml(&client, fixtures::KWOK_NODE)
+                    .await
+                    .context("creating the kwok node")?;
+                if let Some(stages) = stages {
+                    apply::apply_yaml(&client, &stages.storage_class)
+                        .await
+                        .context("creating kwok's StorageClass")?;
+                }
+                flux::install(&client, toolchain).await?;
+                anyhow::Ok(client)
+            })
+            .with_context(|| format!("installing Flux on {name}"))?;
+        let flux = cluster.flux.insert(FluxControllers::start(
+            toolchain,
+            name,
+            cluster.kwok.kubeconfig(),
+            ports,
+            &log_dir,
+            state_dir,
+        )?);
+        phases.flux = t.elapsed() - phases.control_plane;
+        let ready = rt.block_on(fixtures::bootstrap(
+            &client,
+            repo.served,
+            name,
+            repo.url,
+            repo.prepared,
+            options.ready_timeout,
+        ));
+        ready.map_err(|e| match flux.ensure_running() {
             Ok(()) => e,
             Err(died) => died.context("a Flux controller died"),
-        };
-        if options.retain {
-            // Merged into the kubeconfig and left running with the environment.
-            running.clusters.lock().unwrap().push(cluster);
-        }
-        return Err(e);
-    }
+        })
+    })();
+    running.clusters.lock().unwrap().push(cluster);
+    started?;
     phases.fixtures = t.elapsed() - phases.control_plane - phases.flux;
-    Ok((cluster, phases))
+    Ok(phases)
+}
+
+impl LocalCluster {
+    fn flux_mut(&mut self) -> Result<&mut FluxControllers> {
+        let name = &self.name;
+        self.flux
+            .as_mut()
+            .with_context(|| format!("Flux never started on {name}"))
+    }
 }
 
 impl LocalRunning {
@@ -347,13 +344,15 @@ impl LocalRunning {
 impl Faults for LocalRunning {
     fn stop_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
         self.with_cluster(cluster, |c| {
-            c.flux.stop_one(controller);
+            c.flux_mut()?.stop_one(controller);
             Ok(())
         })
     }
 
     fn start_controller(&self, cluster: &str, controller: Tool) -> Result<()> {
-        self.with_cluster(cluster, |c| c.flux.start_one(&self.toolchain, controller))
+        self.with_cluster(cluster, |c| {
+            c.flux_mut()?.start_one(&self.toolchain, controller)
+        })
     }
 
     fn stop_apiserver(&self, cluster: &str) -> Result<()> {
@@ -407,7 +406,12 @@ impl Running for LocalRunning {
                     out.push((format!("{}-{component}", c.name), pid));
                 }
             }
-            out.extend(c.flux.describe().into_iter().map(|(n, pid, _)| (n, pid)));
+            out.extend(
+                c.flux
+                    .iter()
+                    .flat_map(|f| f.describe())
+                    .map(|(n, pid, _)| (n, pid)),
+            );
         }
         if let Some(registry) = self.registry.lock().unwrap().as_ref() {
             out.push(("registry".to_string(), registry.pid()));
@@ -424,7 +428,9 @@ impl Running for LocalRunning {
         }
         for c in self.clusters.lock().unwrap().iter_mut() {
             c.kwok.ensure_running()?;
-            c.flux.ensure_running()?;
+            if let Some(flux) = c.flux.as_mut() {
+                flux.ensure_running()?;
+            }
         }
         Ok(())
     }
@@ -435,7 +441,9 @@ impl Running for LocalRunning {
         std::thread::scope(|scope| {
             for mut c in clusters {
                 scope.spawn(move || {
-                    c.flux.stop();
+                    if let Some(flux) = c.flux.as_mut() {
+                        flux.stop();
+                    }
                     c.kwok.stop();
                 });
             }
