@@ -173,9 +173,14 @@ pub fn run(what: &str, expr: duct::Expression, timeout: Duration) -> Result<Stri
     )
 }
 
-/// Copies the tree `from` into `to` (created): directories recursively, symlinks as symlinks,
-/// files by content; entries named in `skip` (e.g. `.git`) are left out at every level.
+/// Copies the tree `from` into `to` (created): directories recursively, symlinks below `from` as
+/// symlinks, files by content and mode, made writable by their owner (a copy of a read-only tree,
+/// such as a module in Go's cache, is one to change); entries named in `skip` (e.g. `.git`) are
+/// left out at every level. `from` may also be a single file. The one directory copy of the crate.
 pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> io::Result<()> {
+    if !fs::metadata(from)?.is_dir() {
+        return copy_file(from, to);
+    }
     fs::create_dir_all(to)?;
     for entry in fs::read_dir(from)? {
         let entry = entry?;
@@ -183,16 +188,22 @@ pub fn copy_tree(from: &Path, to: &Path, skip: &[&str]) -> io::Result<()> {
             continue;
         }
         let dest = to.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_symlink() {
+        if entry.file_type()?.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(entry.path())?, dest)?;
-        } else if kind.is_dir() {
-            copy_tree(&entry.path(), &dest, skip)?;
         } else {
-            fs::copy(entry.path(), dest)?;
+            copy_tree(&entry.path(), &dest, skip)?;
         }
     }
     Ok(())
+}
+
+/// One file of [`copy_tree`]: content and mode, plus the owner's write bit.
+fn copy_file(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::copy(from, to)?;
+    let mut permissions = fs::metadata(to)?.permissions();
+    permissions.set_mode(permissions.mode() | 0o200);
+    fs::set_permissions(to, permissions)
 }
 
 /// `fut`'s outcome, or an error saying "<what> did not finish within <bound>" once `bound` has
@@ -304,5 +315,19 @@ mod tests {
             Path::new("a/b/file")
         );
         assert!(!to.join(".git").exists());
+    }
+
+    #[test]
+    fn copy_tree_copies_read_only_files_writable_with_their_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("tool");
+        fs::write(&from, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&from, fs::Permissions::from_mode(0o555)).unwrap();
+        let to = dir.path().join("copy");
+        copy_tree(&from, &to, &[]).unwrap();
+        assert_eq!(fs::read_to_string(&to).unwrap(), "#!/bin/sh\n");
+        let mode = fs::metadata(&to).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o755, "{mode:o}");
     }
 }

@@ -883,13 +883,8 @@ pub(crate) fn writable_copy(from: &Path, to: &Path) -> Result<()> {
     if let Some(parent) = to.parent() {
         fs::create_dir_all(parent)?;
     }
-    duct::cmd!("cp", "-r", from, to)
-        .run()
-        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
-    duct::cmd!("chmod", "-R", "u+w", to)
-        .run()
-        .with_context(|| format!("making {} writable", to.display()))?;
-    Ok(())
+    crate::sys::exec::copy_tree(from, to, &[])
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))
 }
 
 /// The first `name` in a directory of PATH.

@@ -241,11 +241,8 @@ impl Spec {
         }
         fs::create_dir_all(&context)?;
         for (source, name) in &self.files {
-            run(
-                &format!("copying {} into the build context", source.display()),
-                duct::cmd!("cp", "-a", source, context.join(name)),
-                Duration::from_secs(120),
-            )?;
+            crate::sys::exec::copy_tree(source, &context.join(name), &[])
+                .with_context(|| format!("copying {} into the build context", source.display()))?;
         }
         fs::write(context.join("Dockerfile"), &self.dockerfile)?;
         let log = work.join(format!("{}.build.log", self.tag.replace(['/', ':'], "_")));
