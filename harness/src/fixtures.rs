@@ -13,9 +13,6 @@ use kube::discovery::ApiResource;
 use crate::gitops::Served;
 use crate::{apply, assertions, flux};
 
-/// The clusters every provider creates, with their kubectl context names.
-pub const CLUSTERS: [&str; 2] = ["infra", "apps"];
-
 /// Kind of a Flux object the fixtures create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -5,7 +5,7 @@ pub mod apply;
 pub mod assertions;
 pub mod bench;
 pub mod config;
-pub mod diagnostics;
+pub mod environment;
 pub mod error;
 pub mod fixtures;
 pub mod flux;
@@ -15,6 +15,7 @@ pub mod sys;
 pub mod task_runner;
 pub mod toolchain;
 
+pub use environment::Environment;
 pub use error::Error;
 
 /// Root of this checkout (where `Taskfile.yaml` lives): the nearest directory at or above the

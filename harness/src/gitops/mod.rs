@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::fixtures::CLUSTERS;
+use crate::environment::CLUSTERS;
 
 /// Where operators keep a cluster's entry path, in the order they are tried (`{cluster}` is the
 /// cluster's name). The last one is the single-cluster layout of onedr0p's cluster-template.

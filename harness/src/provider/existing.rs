@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 use super::{Environment, Faults, Running};
-use crate::fixtures::CLUSTERS;
+use crate::environment::CLUSTERS;
 use crate::toolchain::{Tool, Toolchain};
 
 /// `HARNESS_KUBECONFIG`, else `KUBECONFIG`: the kubeconfig with contexts `infra` and `apps`.
@@ -67,7 +67,6 @@ pub fn start(kubeconfig: PathBuf) -> Result<Environment> {
         standins: Default::default(),
         toolchain,
         running: Box::new(ExistingClusters),
-        _owner: None,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Cluster providers: what creates the `infra` and `apps` clusters with Flux and the fixtures.
 //! Every provider hands back the same [`Environment`], so the scenarios do not care which one ran.
+//! Each provider's [`Running`] owns its state directory ([`Owner`]) and whatever it started.
 
 pub mod containers;
 pub mod existing;
@@ -13,49 +14,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::fixtures::CLUSTERS;
-use crate::gitops::gitserver::FixturesRepo;
-use crate::gitops::{GitopsOptions, Served};
-use crate::task_runner::TaskRunner;
-use crate::toolchain::{Tool, Toolchain};
-
-/// Runs `step` for every cluster at once (its index in [`CLUSTERS`] and its name), one thread
-/// each, and returns every cluster's outcome in that order once every thread has ended (nothing is
-/// left running behind the caller). A panicking step is that cluster's error.
-pub(crate) fn per_cluster<T, F>(step: F) -> Vec<Result<T>>
-where
-    T: Send,
-    F: Fn(usize, &'static str) -> Result<T> + Sync,
-{
-    std::thread::scope(|scope| {
-        let step = &step;
-        let threads: Vec<_> = CLUSTERS
-            .iter()
-            .enumerate()
-            .map(|(i, cluster)| (*cluster, scope.spawn(move || step(i, cluster))))
-            .collect();
-        threads
-            .into_iter()
-            .map(|(cluster, thread)| {
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the {cluster} step panicked")))
-            })
-            .collect()
-    })
-}
-
-/// [`per_cluster`] for steps without a value: the first cluster's error, after every thread ended.
-pub(crate) fn each_cluster<F>(step: F) -> Result<()>
-where
-    F: Fn(&'static str) -> Result<()> + Sync,
-{
-    per_cluster(|_, cluster| step(cluster))
-        .into_iter()
-        .collect()
-}
+pub(crate) use crate::environment::topology::{each_cluster, per_cluster};
+pub use crate::environment::{Environment, Faults, Running};
+use crate::gitops::GitopsOptions;
 
 /// How any provider is started: one type for all of them, built with [`ProviderOptions::new`] and
 /// its setters. Providers ignore what does not apply to them (`port_base` is the local provider's;
@@ -138,49 +101,6 @@ impl ProviderOptions {
             self.state_dir.display()
         )
     }
-}
-
-/// Fault injection and process facts only a provider that owns the processes can offer.
-pub trait Faults: Send + Sync {
-    /// Stops one Flux controller (`helm-controller`, …) of `cluster`.
-    fn stop_controller(&self, cluster: &str, controller: Tool) -> Result<()>;
-    /// Starts it again and waits until it is healthy.
-    fn start_controller(&self, cluster: &str, controller: Tool) -> Result<()>;
-    /// Stops the kube-apiserver of `cluster` (for good: the environment is unusable for it after).
-    fn stop_apiserver(&self, cluster: &str) -> Result<()>;
-}
-
-/// What a provider started; torn down when dropped.
-pub trait Running: Send + Sync {
-    /// Fault injection, where the provider owns the clusters' processes (`None`: `existing`).
-    fn faults(&self) -> Option<&dyn Faults>;
-    /// Logs worth keeping when a scenario fails (files or directories).
-    fn log_paths(&self) -> Vec<PathBuf>;
-    /// `name pid` of every process the environment runs (for `harness status`).
-    fn processes(&self) -> Vec<(String, u32)>;
-    /// Fails naming the first process that died.
-    fn health(&self) -> Result<()>;
-    /// Stops everything, by pid.
-    fn stop(&self);
-}
-
-/// Two clusters with Flux and the fixtures, reachable through one kubeconfig whose contexts are
-/// `infra` and `apps`.
-pub struct Environment {
-    pub kubeconfig: PathBuf,
-    pub state_dir: PathBuf,
-    /// The served fixtures repository (providers that serve it; `None` on existing clusters).
-    pub fixtures: Option<FixturesRepo>,
-    /// What the fixtures repository serves (`fixtures/gitops` or `--gitops DIR`) and its entry paths.
-    pub served: Option<Served>,
-    /// The repository's render per cluster and what in the environment is a stand-in.
-    pub standins: crate::gitops::standins::Prepared,
-    pub toolchain: Toolchain,
-    /// Started with `retain`: a failed scenario leaves it up (see `scenarios`).
-    pub retain: bool,
-    running: Box<dyn Running>,
-    /// This process' hold on `state_dir` (none on `existing`); released after `running` stopped.
-    pub(crate) _owner: Option<Owner>,
 }
 
 /// Which provider creates the clusters: `HARNESS_PROVIDER=local|kind|k3s|existing`.
@@ -302,98 +222,4 @@ pub(crate) fn clear_entries(state_dir: &Path, entries: &[String]) -> Result<()> 
         }
     }
     Ok(())
-}
-
-impl Environment {
-    /// The fixtures repository, on providers that serve it.
-    pub fn fixtures(&self) -> Result<&FixturesRepo> {
-        self.fixtures.as_ref().context(
-            "this provider serves no fixtures repository (existing clusters reconcile their own)",
-        )
-    }
-
-    pub fn clusters(&self) -> Vec<String> {
-        CLUSTERS.iter().map(|c| c.to_string()).collect()
-    }
-
-    /// A kube-rs client for one cluster's context (create one per async runtime).
-    pub async fn client(&self, cluster: &str) -> Result<kube::Client> {
-        crate::apply::client_for(&self.kubeconfig, cluster).await
-    }
-
-    /// `task` in this checkout with the environment's kubeconfig and the pinned flux/kubectl first on
-    /// PATH. `HTTPS_PROXY` points at a closed local port so `flux check`'s release lookup on GitHub
-    /// fails at once instead of hanging (cluster traffic is loopback and never proxied).
-    pub fn task(&self) -> TaskRunner {
-        TaskRunner::new(
-            self.toolchain.binary(Tool::Task, "task"),
-            crate::repo_root(),
-        )
-        .env("KUBECONFIG", &self.kubeconfig)
-        .env("PATH", self.toolchain.path_env())
-        .env("HTTPS_PROXY", "http://127.0.0.1:9")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-    }
-
-    /// Fault injection, where the provider owns the clusters' processes (`None` for `existing`).
-    pub fn faults(&self) -> Option<&dyn Faults> {
-        self.running.faults()
-    }
-
-    pub fn processes(&self) -> Vec<(String, u32)> {
-        self.running.processes()
-    }
-
-    pub fn health(&self) -> Result<()> {
-        self.running.health()
-    }
-
-    /// Saves the clusters' state and every log under `target/harness-diagnostics/` and returns the path.
-    pub fn diagnostics(&self, label: &str) -> PathBuf {
-        crate::diagnostics::collect(
-            &self.toolchain.binary(Tool::Kubernetes, "kubectl"),
-            &self.kubeconfig,
-            &self.clusters(),
-            &self.running.log_paths(),
-            label,
-        )
-    }
-
-    /// Stops every process of the environment.
-    pub fn stop(&self) {
-        self.running.stop();
-    }
-
-    pub fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
-    }
-}
-
-impl Drop for Environment {
-    fn drop(&mut self) {
-        self.running.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-
-    #[test]
-    fn each_cluster_runs_every_cluster_and_returns_the_failure() {
-        let ran = Mutex::new(Vec::new());
-        let result = each_cluster(|cluster| {
-            ran.lock().unwrap().push(cluster);
-            if cluster == "apps" {
-                anyhow::bail!("apps failed");
-            }
-            Ok(())
-        });
-        assert_eq!(result.unwrap_err().to_string(), "apps failed");
-        let mut ran = ran.into_inner().unwrap();
-        ran.sort();
-        assert_eq!(ran, ["apps", "infra"]);
-    }
 }

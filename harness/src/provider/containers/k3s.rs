@@ -27,7 +27,7 @@ use testcontainers_modules::testcontainers::bollard::query_parameters::{
 use testcontainers_modules::testcontainers::runners::SyncRunner;
 use testcontainers_modules::testcontainers::{Container, ImageExt};
 
-use crate::fixtures::CLUSTERS;
+use crate::environment::CLUSTERS;
 use crate::provider::ProviderOptions;
 use crate::provider::containers::{self, Common};
 use crate::provider::{Environment, Faults, Running};

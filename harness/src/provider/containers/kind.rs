@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::fixtures::CLUSTERS;
+use crate::environment::CLUSTERS;
 use crate::provider::ProviderOptions;
 use crate::provider::containers::Common;
 use crate::provider::containers::engine::Engine;

@@ -20,7 +20,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use super::{Environment, ProviderOptions};
-use crate::fixtures::{self, CLUSTERS};
+use crate::apply;
+use crate::environment::diagnostics;
+use crate::fixtures;
 use crate::flux::CONTROLLERS;
 use crate::gitops::Served;
 use crate::gitops::gitserver::{FixturesRepo, GitServer};
@@ -28,7 +30,6 @@ use crate::gitops::standins::{self, Prepared};
 use crate::sys::exec::run;
 use crate::sys::process::PortBlock;
 use crate::toolchain::{Tool, Toolchain};
-use crate::{apply, diagnostics};
 
 /// Where Flux's install manifest comes from: `HARNESS_FLUX_INSTALL_MANIFEST` (a local file), else
 /// the release asset of the pinned flux version (`toolchain/versions.yaml`).
@@ -329,7 +330,7 @@ impl Common {
             Err(e) => {
                 let logs = running.log_paths();
                 let kubectl = common(&running).kubectl.clone();
-                let e = with_diagnostics(e, &kubectl, &logs, label);
+                let e = diagnostics::attach(e, &kubectl.kubectl, &kubectl.kubeconfig, &logs, label);
                 return Err(options.failed_start(running, &kubectl.kubeconfig, e));
             }
         };
@@ -343,25 +344,6 @@ impl Common {
             toolchain,
             retain: options.retain,
             running: Box::new(running),
-            _owner: None,
         })
     }
-}
-
-/// Saves the clusters' state and `logs` under `target/harness-diagnostics/<label>` and adds the
-/// place to `error`.
-fn with_diagnostics(
-    error: anyhow::Error,
-    kubectl: &Kubectl,
-    logs: &[PathBuf],
-    label: &str,
-) -> anyhow::Error {
-    let dir = diagnostics::collect(
-        &kubectl.kubectl,
-        &kubectl.kubeconfig,
-        &CLUSTERS.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-        logs,
-        label,
-    );
-    error.context(format!("diagnostics saved in {}", dir.display()))
 }

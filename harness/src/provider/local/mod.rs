@@ -13,14 +13,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use super::{Environment, Faults, ProviderOptions, Running};
-use crate::fixtures::{self, CLUSTERS};
+use crate::apply;
+use crate::environment::CLUSTERS;
+use crate::environment::diagnostics;
+use crate::fixtures;
 use crate::flux::{self, FluxControllers};
 use crate::gitops::Served;
 use crate::gitops::gitserver::GitServer;
 use crate::gitops::standins::{self, Prepared};
 use crate::sys::process::{self, PortBlock};
 use crate::toolchain::{Tool, Toolchain};
-use crate::{apply, diagnostics};
 use kwok::{ClusterPorts, KwokCluster};
 
 /// How many ports of 127.0.0.1 one environment takes from its port base: the git server, one block
@@ -65,6 +67,8 @@ struct LocalRunning {
     clusters: Mutex<Vec<LocalCluster>>,
     /// Held until the environment is gone.
     ports: PortBlock,
+    /// This process' hold on `state_dir`: dropped last, after [`Drop`] stopped everything.
+    _owner: super::Owner,
 }
 
 /// Starts both clusters; on failure everything started is stopped and the error names the logs.
@@ -90,6 +94,7 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         registry: Mutex::new(None),
         clusters: Mutex::new(Vec::new()),
         ports: reserve_ports(options)?,
+        _owner: owner,
     };
     // On error `running` is dropped by `failed_start`, which stops whatever was started (unless
     // retained).
@@ -108,7 +113,6 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         toolchain,
         retain: options.retain,
         running: Box::new(running),
-        _owner: Some(owner),
     };
     Ok((env, report))
 }
@@ -190,14 +194,13 @@ fn bring_up(
         fs::write(&kubeconfig, kwok::merged_kubeconfig(&refs, CLUSTERS[0]))?;
     }
     if let Some(e) = first_error {
-        let dir = diagnostics::collect(
+        return Err(diagnostics::attach(
+            e,
             &running.toolchain.binary(Tool::Kubernetes, "kubectl"),
             &kubeconfig,
-            &CLUSTERS.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
             &running.log_paths(),
             "environment-start",
-        );
-        return Err(e.context(format!("diagnostics saved in {}", dir.display())));
+        ));
     }
     Ok((kubeconfig, fixtures_repo, prepared, report))
 }

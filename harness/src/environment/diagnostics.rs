@@ -34,6 +34,20 @@ const QUERIES: [(&str, &[&str]); 4] = [
     ),
 ];
 
+/// Saves what a failed start leaves (every cluster's state, `logs`) under `label` and returns
+/// `error` saying where: how every provider's start failure reports its diagnostics.
+pub fn attach(
+    error: anyhow::Error,
+    kubectl: &Path,
+    kubeconfig: &Path,
+    logs: &[PathBuf],
+    label: &str,
+) -> anyhow::Error {
+    let clusters: Vec<String> = super::CLUSTERS.iter().map(|c| c.to_string()).collect();
+    let dir = collect(kubectl, kubeconfig, &clusters, logs, label);
+    error.context(format!("diagnostics saved in {}", dir.display()))
+}
+
 /// Collects the state of every cluster plus the given log files/directories; returns the directory.
 /// Never fails: whatever cannot be collected is noted in `errors.txt`.
 pub fn collect(
@@ -50,12 +64,8 @@ pub fn collect(
     }
     for log in logs {
         let dest = dir.join("logs").join(log.file_name().unwrap_or_default());
-        let copied = if log.is_dir() {
-            crate::sys::exec::copy_tree(log, &dest, &[])
-        } else {
-            fs::create_dir_all(dest.parent().unwrap())
-                .and_then(|_| fs::copy(log, &dest).map(|_| ()))
-        };
+        let copied = fs::create_dir_all(dir.join("logs"))
+            .and_then(|_| crate::sys::exec::copy_tree(log, &dest, &[]));
         if let Err(e) = copied {
             errors.push_str(&format!("{}: {e}\n", log.display()));
         }
