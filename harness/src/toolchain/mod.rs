@@ -887,24 +887,6 @@ pub(crate) fn writable_copy(from: &Path, to: &Path) -> Result<()> {
         .with_context(|| format!("copying {} to {}", from.display(), to.display()))
 }
 
-/// The first `name` in a directory of PATH.
-pub fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// [`on_path`], else `/usr/sbin` or `/sbin`: Debian installs daemons such as dockerd there, off
-/// a user's PATH.
-pub fn which(name: &str) -> Option<PathBuf> {
-    on_path(name).or_else(|| {
-        ["/usr/sbin", "/sbin"]
-            .iter()
-            .map(|d| Path::new(d).join(name))
-            .find(|p| p.is_file())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,13 @@
 //! fix, so that a fresh machine learns everything it lacks from one failed run and not one per run
 //! (or after a half-hour toolchain build).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+use crate::sys::path::find_in;
 
 /// The oldest Go that builds every pinned tool (`toolchain/versions.yaml`).
 pub const MIN_GO: (u32, u32) = (1, 25);
@@ -34,7 +36,7 @@ pub fn missing(path: &OsStr) -> Vec<String> {
         "install Go >= {}.{}: https://go.dev/doc/install",
         MIN_GO.0, MIN_GO.1
     );
-    match find(path, "go") {
+    match find_in(path, "go") {
         None => missing.push(format!("go ({go_fix})")),
         Some(go) => match go_version(&go, path) {
             Ok(v) if v >= MIN_GO => {}
@@ -47,7 +49,7 @@ pub fn missing(path: &OsStr) -> Vec<String> {
             )),
         },
     }
-    match find(path, "git") {
+    match find_in(path, "git") {
         None => missing.push("git (apt-get install git)".to_string()),
         Some(git) => {
             if let Err(e) = http_backend_with(&git, path) {
@@ -63,14 +65,14 @@ pub fn missing(path: &OsStr) -> Vec<String> {
 /// `git-http-backend` in `git --exec-path`, with git from `PATH`.
 pub fn git_http_backend() -> Result<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let git = find(&path, "git").context("git is not on PATH (apt-get install git)")?;
+    let git = find_in(&path, "git").context("git is not on PATH (apt-get install git)")?;
     http_backend_with(&git, &path)
 }
 
 fn http_backend_with(git: &Path, path: &OsStr) -> Result<PathBuf> {
     let exec_path = output(git, &["--exec-path"], path)?;
     let backend = Path::new(&exec_path).join("git-http-backend");
-    if !is_executable(&backend) {
+    if !crate::sys::path::is_executable(&backend) {
         bail!("{} is missing", backend.display());
     }
     Ok(backend)
@@ -120,19 +122,6 @@ fn output(program: &Path, args: &[&str], path: &OsStr) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// The first executable `name` in a directory of `path`.
-fn find(path: &OsStr, name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&OsString::from(path))
-        .map(|dir| dir.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]

@@ -35,8 +35,8 @@ impl Engine {
     /// An engine answering `docker info`: the one already running, else one started here.
     pub fn ensure(state_dir: &Path) -> Result<Self> {
         let root = nix::unistd::geteuid().is_root();
-        let can_install = root && crate::toolchain::on_path("apt-get").is_some();
-        if crate::toolchain::on_path("docker").is_none() && !can_install {
+        let can_install = root && crate::sys::path::on_path("apt-get").is_some();
+        if crate::sys::path::on_path("docker").is_none() && !can_install {
             return Err(missing(
                 "a Docker engine",
                 "`docker` is not on PATH".into(),
@@ -83,7 +83,7 @@ impl Engine {
     fn start(&self, wrapped: bool) -> Result<()> {
         // A stale socket of a dead engine would make dockerd refuse to start.
         let _ = std::fs::remove_file(SOCKET);
-        let mut cmd = Command::new(crate::toolchain::which("dockerd").context("dockerd")?);
+        let mut cmd = Command::new(crate::sys::path::which("dockerd").context("dockerd")?);
         cmd.args(["--host", &format!("unix://{SOCKET}")]);
         if wrapped {
             let wrapper = crate::repo_root().join("harness/scripts/runc-without-unheld-caps.sh");
@@ -201,7 +201,7 @@ fn missing(needs: &'static str, why: String, fix: String) -> anyhow::Error {
 
 /// `Ok` when `docker info` answers within 20 s; otherwise its first line of complaint.
 pub fn answers() -> std::result::Result<(), String> {
-    if crate::toolchain::on_path("docker").is_none() {
+    if crate::sys::path::on_path("docker").is_none() {
         return Err("`docker` is not on PATH".into());
     }
     match captured(

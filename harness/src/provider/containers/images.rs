@@ -60,7 +60,7 @@ fn work_dir(toolchain: &Toolchain) -> PathBuf {
 /// The fixture app image only (both image sources need it); returns its name.
 pub fn ensure_fixture_app(toolchain: &Toolchain) -> Result<String> {
     crate::provider::containers::packages::ensure_packages(&[("busybox", "busybox-static")])?;
-    let busybox = crate::toolchain::which("busybox").context("busybox")?;
+    let busybox = crate::sys::path::which("busybox").context("busybox")?;
     let script = crate::repo_root().join("harness/scripts/fixture-app.sh");
     Spec::scratch(FIXTURE_APP)
         .file(&busybox, "/bin/busybox")

@@ -29,7 +29,7 @@ pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
 fn missing_of<'a>(needed: &[(&str, &'a str)]) -> Vec<&'a str> {
     let mut missing: Vec<&str> = needed
         .iter()
-        .filter(|(command, _)| crate::toolchain::which(command).is_none())
+        .filter(|(command, _)| crate::sys::path::which(command).is_none())
         .map(|(_, package)| *package)
         .collect();
     missing.sort_unstable();
@@ -39,7 +39,7 @@ fn missing_of<'a>(needed: &[(&str, &'a str)]) -> Vec<&'a str> {
 
 fn install(missing: &[&str]) -> Result<()> {
     let list = missing.join(" ");
-    if !nix::unistd::geteuid().is_root() || crate::toolchain::on_path("apt-get").is_none() {
+    if !nix::unistd::geteuid().is_root() || crate::sys::path::on_path("apt-get").is_none() {
         bail!("missing Debian packages {list}: install them (`sudo apt-get install -y {list}`)");
     }
     eprintln!("harness: installing {list} from Debian's packages");
