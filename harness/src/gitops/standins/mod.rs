@@ -249,56 +249,11 @@ pub fn prepare(
     mode: Mode,
     serving: Serving<'_>,
 ) -> Result<Prepared> {
-    let tools = render::Tools::of(toolchain);
-    let mut prepared = Prepared::default();
-    for (cluster, entry) in entries {
-        // A repository the renderer cannot follow still comes up, without stand-ins for it.
-        let r = match render::cluster(repo.work_dir(), entry, &tools) {
-            Ok(r) => r,
-            Err(e) => {
-                prepared.report.notes.push(format!(
-                    "{cluster}: cannot render the repository ({e:#}): no stand-ins for this cluster"
-                ));
-                continue;
-            }
-        };
-        for (ks, why) in &r.not_rendered {
-            prepared
-                .report
-                .notes
-                .push(format!("{cluster}: Kustomization {ks} not rendered: {why}"));
-        }
-        prepared
-            .report
-            .notes
-            .extend(r.notes.iter().map(|n| format!("{cluster}: {n}")));
-        prepared.renders.insert(cluster.clone(), r);
-    }
-    let plans = plan_sources(&prepared.renders);
+    let mut prepared = render_all(toolchain, entries, repo);
     let mut probe = Probe::default();
     let mut standins = Vec::new();
-    for plan in plans {
-        let used = match (&serving, mode) {
-            (_, Mode::Never) => Used::Real("--standins never".to_string()),
-            _ if plan.kind == "Bucket" => Used::Unavailable("no stand-in for a Bucket".to_string()),
-            (Serving::Not(why), _) => match probe.answers(&plan.url) {
-                Ok(()) => Used::Real("it answers".to_string()),
-                Err(e) => Used::Unavailable(format!("{e}; no stand-in: {why}")),
-            },
-            (Serving::At { registry_port, .. }, _) => {
-                let answer = probe.answers(&plan.url);
-                match (mode, answer) {
-                    (Mode::Auto, Ok(())) => Used::Real("it answers".to_string()),
-                    (_, answer) => Used::StandIn {
-                        url: plan.standin_url(*registry_port, repo),
-                        why: match answer {
-                            Ok(()) => "--standins always".to_string(),
-                            Err(e) => e,
-                        },
-                    },
-                }
-            }
-        };
+    for plan in plan_sources(&prepared.renders) {
+        let used = decide(&plan, &serving, mode, &mut probe, repo);
         if matches!(used, Used::StandIn { .. }) {
             standins.push(plan.clone());
         }
@@ -325,18 +280,7 @@ pub fn prepare(
     if standins.iter().any(|p| p.kind != "GitRepository") {
         let registry = Registry::start(toolchain, state_dir, registry_port)?;
         *process.lock().unwrap() = Some(registry.process);
-        let rt = crate::sys::exec::runtime();
-        for plan in standins.iter().filter(|p| p.kind != "GitRepository") {
-            for artifact in plan.artifacts() {
-                rt.block_on(push(registry_port, &artifact))
-                    .with_context(|| {
-                        format!(
-                            "pushing the stand-in for {} {}/{}",
-                            plan.kind, plan.namespace, plan.name
-                        )
-                    })?;
-            }
-        }
+        push_artifacts(&standins, registry_port)?;
     }
     for plan in &standins {
         if plan.kind == "GitRepository" {
@@ -356,6 +300,82 @@ pub fn prepare(
     }
     repo.commit_all("harness: stand-in sources (served copy only)")?;
     Ok(prepared)
+}
+
+/// The render of each cluster, with what the renderer could not follow as notes: a repository
+/// the renderer cannot follow still comes up, without stand-ins for that cluster.
+fn render_all(
+    toolchain: &Toolchain,
+    entries: &BTreeMap<String, String>,
+    repo: &FixturesRepo,
+) -> Prepared {
+    let tools = render::Tools::of(toolchain);
+    let mut prepared = Prepared::default();
+    for (cluster, entry) in entries {
+        let r = match render::cluster(repo.work_dir(), entry, &tools) {
+            Ok(r) => r,
+            Err(e) => {
+                prepared.report.notes.push(format!(
+                    "{cluster}: cannot render the repository ({e:#}): no stand-ins for this cluster"
+                ));
+                continue;
+            }
+        };
+        let notes = &mut prepared.report.notes;
+        for (ks, why) in &r.not_rendered {
+            notes.push(format!("{cluster}: Kustomization {ks} not rendered: {why}"));
+        }
+        notes.extend(r.notes.iter().map(|n| format!("{cluster}: {n}")));
+        prepared.renders.insert(cluster.clone(), r);
+    }
+    prepared
+}
+
+/// Whether a remote source is used as it is, stood in for, or unavailable, and why: `never` uses
+/// everything as it is; `auto` stands in for what does not answer, `always` for everything, where
+/// stand-ins are served; a Bucket has no stand-in.
+fn decide(
+    plan: &SourcePlan,
+    serving: &Serving<'_>,
+    mode: Mode,
+    probe: &mut Probe,
+    repo: &FixturesRepo,
+) -> Used {
+    match (serving, mode) {
+        (_, Mode::Never) => Used::Real("--standins never".to_string()),
+        _ if plan.kind == "Bucket" => Used::Unavailable("no stand-in for a Bucket".to_string()),
+        (Serving::Not(why), _) => match probe.answers(&plan.url) {
+            Ok(()) => Used::Real("it answers".to_string()),
+            Err(e) => Used::Unavailable(format!("{e}; no stand-in: {why}")),
+        },
+        (Serving::At { registry_port, .. }, _) => match (mode, probe.answers(&plan.url)) {
+            (Mode::Auto, Ok(())) => Used::Real("it answers".to_string()),
+            (_, answer) => Used::StandIn {
+                url: plan.standin_url(*registry_port, repo),
+                why: match answer {
+                    Ok(()) => "--standins always".to_string(),
+                    Err(e) => e,
+                },
+            },
+        },
+    }
+}
+
+/// Pushes the artifacts of every stand-in that is not a Git repository to the local registry.
+fn push_artifacts(standins: &[SourcePlan], registry_port: u16) -> Result<()> {
+    let rt = crate::sys::exec::runtime();
+    for plan in standins.iter().filter(|p| p.kind != "GitRepository") {
+        for artifact in plan.artifacts() {
+            rt.block_on(push(registry_port, &artifact))
+                .with_context(|| {
+                    format!(
+                        "pushing the stand-in for {} {}/{}",
+                        plan.kind, plan.namespace, plan.name
+                    )
+                })?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

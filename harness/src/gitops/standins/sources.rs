@@ -19,9 +19,38 @@ pub(super) struct SourcePlan {
     pub(super) paths: BTreeSet<String>,
 }
 
+/// A source's identity: (kind, namespace, name).
+type SourceKey = (String, String, String);
+
 /// Every source object of the renders that is not the served repository, with its consumers.
 pub(super) fn plan_sources(renders: &BTreeMap<String, Render>) -> Vec<SourcePlan> {
-    let mut plans: BTreeMap<(String, String, String), SourcePlan> = BTreeMap::new();
+    let mut plans = sources_of(renders);
+    for o in renders.values().flat_map(|r| &r.objects) {
+        let ns = o.namespace().unwrap_or("default");
+        for (source, ask) in asks(o) {
+            let key = (
+                source["kind"].as_str().unwrap_or_default().to_string(),
+                source["namespace"].as_str().unwrap_or(ns).to_string(),
+                source["name"].as_str().unwrap_or_default().to_string(),
+            );
+            if let Some(plan) = plans.get_mut(&key) {
+                ask.add_to(plan);
+            }
+        }
+    }
+    plans
+        .into_values()
+        .filter(|p| {
+            !(p.kind == "GitRepository"
+                && p.namespace == crate::flux::NAMESPACE
+                && p.name == "flux-system")
+        })
+        .collect()
+}
+
+/// The source objects of every render, each once, with the clusters it is on.
+fn sources_of(renders: &BTreeMap<String, Render>) -> BTreeMap<SourceKey, SourcePlan> {
+    let mut plans: BTreeMap<SourceKey, SourcePlan> = BTreeMap::new();
     for (cluster, render) in renders {
         for o in &render.objects {
             let (group, _) = o.group_version();
@@ -39,79 +68,79 @@ pub(super) fn plan_sources(renders: &BTreeMap<String, Render>) -> Vec<SourcePlan
                 .unwrap_or_default()
                 .to_string();
             let namespace = o.namespace().unwrap_or("default").to_string();
-            let plan = plans
-                .entry((
-                    o.kind().to_string(),
-                    namespace.clone(),
-                    o.name().to_string(),
-                ))
-                .or_insert_with(|| SourcePlan {
-                    kind: o.kind().to_string(),
-                    namespace,
-                    name: o.name().to_string(),
-                    url,
-                    spec: o.value["spec"].clone(),
-                    ..SourcePlan::default()
-                });
+            let key = (
+                o.kind().to_string(),
+                namespace.clone(),
+                o.name().to_string(),
+            );
+            let plan = plans.entry(key).or_insert_with(|| SourcePlan {
+                kind: o.kind().to_string(),
+                namespace,
+                name: o.name().to_string(),
+                url,
+                spec: o.value["spec"].clone(),
+                ..SourcePlan::default()
+            });
             plan.clusters.insert(cluster.clone());
         }
     }
-    for render in renders.values() {
-        for o in &render.objects {
-            let ns = o.namespace().unwrap_or("default");
-            let spec = &o.value["spec"];
-            let mut consume = |source: &Value, f: &mut dyn FnMut(&mut SourcePlan)| {
-                let key = (
-                    source["kind"].as_str().unwrap_or_default().to_string(),
-                    source["namespace"].as_str().unwrap_or(ns).to_string(),
-                    source["name"].as_str().unwrap_or_default().to_string(),
-                );
-                if let Some(plan) = plans.get_mut(&key) {
-                    f(plan);
-                }
-            };
-            match (o.group_version().0, o.kind()) {
-                ("helm.toolkit.fluxcd.io", "HelmRelease") => {
-                    if spec["chartRef"].is_object() {
-                        consume(&spec["chartRef"], &mut |p| {
-                            let chart = p.url.rsplit('/').next().unwrap_or("chart").to_string();
-                            p.charts.insert((chart, String::new()));
-                        });
-                    }
-                    let chart = &spec["chart"]["spec"];
-                    if chart.is_object() {
-                        let name = chart["chart"].as_str().unwrap_or_default().to_string();
-                        let version = chart["version"].as_str().unwrap_or_default().to_string();
-                        consume(&chart["sourceRef"], &mut |p| {
-                            p.charts.insert((name.clone(), version.clone()));
-                        });
-                    }
-                }
-                ("source.toolkit.fluxcd.io", "HelmChart") => {
-                    let name = spec["chart"].as_str().unwrap_or_default().to_string();
-                    let version = spec["version"].as_str().unwrap_or_default().to_string();
-                    consume(&spec["sourceRef"], &mut |p| {
-                        p.charts.insert((name.clone(), version.clone()));
-                    });
-                }
-                ("kustomize.toolkit.fluxcd.io", "Kustomization") => {
-                    let path = spec["path"].as_str().unwrap_or("./").to_string();
-                    consume(&spec["sourceRef"], &mut |p| {
-                        p.paths.insert(path.clone());
-                    });
-                }
-                _ => {}
+    plans
+}
+
+/// What a consumer asks of a source.
+enum Ask {
+    /// The chart an OCIRepository holds (a HelmRelease's `chartRef`): named after its URL.
+    ChartOfUrl,
+    /// A chart by name and version constraint (a HelmRelease's `chart.spec`, a HelmChart).
+    Chart(String, String),
+    /// A path (a Kustomization's `spec.path`).
+    Path(String),
+}
+
+impl Ask {
+    fn add_to(self, plan: &mut SourcePlan) {
+        match self {
+            Self::ChartOfUrl => {
+                let chart = plan.url.rsplit('/').next().unwrap_or("chart").to_string();
+                plan.charts.insert((chart, String::new()));
+            }
+            Self::Chart(name, version) => {
+                plan.charts.insert((name, version));
+            }
+            Self::Path(path) => {
+                plan.paths.insert(path);
             }
         }
     }
-    plans
-        .into_values()
-        .filter(|p| {
-            !(p.kind == "GitRepository"
-                && p.namespace == crate::flux::NAMESPACE
-                && p.name == "flux-system")
-        })
-        .collect()
+}
+
+/// The source references of `o` and what it asks of each.
+fn asks(o: &Object) -> Vec<(&Value, Ask)> {
+    let spec = &o.value["spec"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    match (o.group_version().0, o.kind()) {
+        ("helm.toolkit.fluxcd.io", "HelmRelease") => {
+            let mut asks = Vec::new();
+            if spec["chartRef"].is_object() {
+                asks.push((&spec["chartRef"], Ask::ChartOfUrl));
+            }
+            let chart = &spec["chart"]["spec"];
+            if chart.is_object() {
+                let ask = Ask::Chart(text(&chart["chart"]), text(&chart["version"]));
+                asks.push((&chart["sourceRef"], ask));
+            }
+            asks
+        }
+        ("source.toolkit.fluxcd.io", "HelmChart") => {
+            let ask = Ask::Chart(text(&spec["chart"]), text(&spec["version"]));
+            vec![(&spec["sourceRef"], ask)]
+        }
+        ("kustomize.toolkit.fluxcd.io", "Kustomization") => {
+            let path = spec["path"].as_str().unwrap_or("./").to_string();
+            vec![(&spec["sourceRef"], Ask::Path(path))]
+        }
+        _ => Vec::new(),
+    }
 }
 
 impl SourcePlan {
