@@ -1,22 +1,33 @@
 //! The k8s-ops Taskfile integration harness: ephemeral `infra` and `apps` clusters with real Flux,
 //! the gatus/odoo fixtures, a runner for the real `task flux:*` commands, and kube-rs assertions.
+//!
+//! What scenarios and the `harness` binary use: an [`Environment`] started by a [`ProviderKind`]
+//! with [`ProviderOptions`] ([`Faults`] where the provider owns the processes), the real `task`
+//! through [`TaskRunner`], objects applied with [`apply_yaml`] and read with [`assertions`], the
+//! typed failures ([`Error`], [`kind_of`]); the modules below for fixtures, Flux objects, the
+//! served repository, the tools and, through [`processes`] only, the environment's processes. The
+//! plumbing (`sys`, the apply and task runners' internals) is private.
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod assertions;
 pub mod bench;
 pub mod config;
 pub mod environment;
-pub mod error;
+pub(crate) mod error;
 pub mod fixtures;
 pub mod flux;
 pub mod gitops;
+pub mod processes;
 pub mod provider;
-pub mod sys;
-pub mod task_runner;
+pub(crate) mod sys;
+pub(crate) mod task_runner;
 pub mod toolchain;
 
+pub use apply::apply_yaml;
 pub use environment::Environment;
-pub use error::Error;
+pub use error::{Error, kind_of};
+pub use provider::{Faults, ProviderKind, ProviderOptions};
+pub use task_runner::{TaskOutput, TaskRunner};
 
 /// Root of this checkout (where `Taskfile.yaml` lives): the nearest directory at or above the
 /// current one that holds `Taskfile.yaml` and `harness/Cargo.toml` (cargo runs tests in the

@@ -29,9 +29,7 @@ fn free_port_base() -> u16 {
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(24000);
     let len = harness::provider::local::PORTS_PER_ENV;
     let from = NEXT.fetch_add(len, std::sync::atomic::Ordering::SeqCst);
-    harness::sys::process::PortBlock::first_free(from, len)
-        .unwrap()
-        .base
+    harness::processes::free_port_base(from, len).unwrap()
 }
 
 fn spawn_up_at(state_dir: &Path, base: u16, extra: &[&str]) -> Child {
@@ -198,7 +196,7 @@ fn nothing_outlives_up_however_it_dies(#[case] signal: nix::sys::signal::Signal)
     let base = free_port_base();
     let mut child = spawn_up_at(state.path(), base, &[]);
     wait_up(&mut child);
-    let recorded = harness::sys::process::recorded_pids(state.path());
+    let recorded = harness::processes::recorded_pids(state.path());
     assert!(recorded.len() >= 2 * 9, "{recorded:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
     let _ = wait_exit(&mut child, Duration::from_secs(60));
@@ -230,7 +228,7 @@ fn images_beside_a_running_environment_leave_it_untouched() {
     let state = tempfile::tempdir().unwrap();
     let mut child = spawn_up(state.path(), &[]);
     wait_up(&mut child);
-    let before = harness::sys::process::recorded_pids(state.path());
+    let before = harness::processes::recorded_pids(state.path());
     assert!(before.len() >= 2 * 9, "{before:?}");
     let images = duct::cmd!(
         env!("CARGO_BIN_EXE_harness"),
@@ -244,10 +242,10 @@ fn images_beside_a_running_environment_leave_it_untouched() {
     .run()
     .unwrap();
     let said = String::from_utf8_lossy(&images.stdout);
-    let after = harness::sys::process::recorded_pids(state.path());
+    let after = harness::processes::recorded_pids(state.path());
     let stopped: Vec<&(String, u32, bool)> = before
         .iter()
-        .filter(|(_, pid, _)| !harness::sys::exec::alive(*pid))
+        .filter(|(_, pid, _)| !harness::processes::alive(*pid))
         .collect();
     let up_alive = child.try_wait().unwrap().is_none();
     nix::sys::signal::kill(
@@ -288,7 +286,7 @@ fn nothing_of_a_kind_environment_outlives_up(#[case] signal: nix::sys::signal::S
         .spawn()
         .unwrap();
     wait_up(&mut child);
-    let recorded = harness::sys::process::recorded_pids(state.path());
+    let recorded = harness::processes::recorded_pids(state.path());
     let clusters = std::fs::read_to_string(state.path().join("kind-clusters")).unwrap_or_default();
     assert_eq!(clusters.split_whitespace().count(), 2, "{clusters:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();

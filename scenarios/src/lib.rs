@@ -140,7 +140,7 @@ where
 pub const SETTLE: Duration = Duration::from_secs(120);
 
 /// Asserts a task succeeded, with its transcript otherwise.
-pub fn ok(out: &harness::task_runner::TaskOutput) -> anyhow::Result<()> {
+pub fn ok(out: &harness::TaskOutput) -> anyhow::Result<()> {
     anyhow::ensure!(out.success(), "task failed:\n{}", out.transcript());
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! Reading a task's output: its `error:` lines, exactly one of them, expected text.
 
-use harness::task_runner::TaskOutput;
+use harness::TaskOutput;
 
 /// Lines of the output (stdout + stderr) that start with `error:`.
 pub fn error_lines(out: &TaskOutput) -> Vec<String> {

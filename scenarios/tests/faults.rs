@@ -99,7 +99,7 @@ async fn apps_apiserver_down(env: &'static Environment) -> anyhow::Result<()> {
     // Bounded by the provider (SIGTERM, SIGKILL after 5 s): it fails when the process stays.
     faults(env)?.stop_apiserver("apps")?;
     anyhow::ensure!(
-        !harness::sys::exec::alive(pid),
+        !harness::processes::alive(pid),
         "kube-apiserver of apps (pid {pid}) still runs after stop_apiserver returned"
     );
     let apps = env.client("apps").await?;

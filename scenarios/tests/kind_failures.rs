@@ -29,7 +29,7 @@ fn a_cluster_create_past_its_bound_fails_in_one_line_and_leaves_nothing() {
     };
     assert!(
         matches!(
-            harness::error::kind_of(&err),
+            harness::kind_of(&err),
             Some(harness::Error::Timeout { bound, .. }) if *bound == Duration::from_secs(10)
         ),
         "not a timeout of 10 s: {err:#}"

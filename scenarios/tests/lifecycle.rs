@@ -32,7 +32,7 @@ fn teardown_stops_every_process_and_frees_every_port() {
     drop(env);
     for (name, pid) in processes {
         assert!(
-            !harness::sys::exec::alive(pid),
+            !harness::processes::alive(pid),
             "{name} (pid {pid}) still running after teardown"
         );
     }
@@ -58,7 +58,7 @@ fn a_second_start_on_an_owned_state_directory_is_refused_and_touches_nothing() {
     };
     assert!(
         matches!(
-            harness::error::kind_of(&err),
+            harness::kind_of(&err),
             Some(harness::Error::StateDirOwned { .. })
         ),
         "{err:#}"
@@ -71,7 +71,7 @@ fn a_second_start_on_an_owned_state_directory_is_refused_and_touches_nothing() {
     env.health().expect("every process still running");
     for (name, pid) in &processes {
         assert!(
-            harness::sys::exec::alive(*pid),
+            harness::processes::alive(*pid),
             "{name} (pid {pid}) was stopped"
         );
     }
@@ -93,7 +93,7 @@ fn a_taken_port_fails_fast_naming_the_port_and_the_fix() {
         Err(e) => e,
     };
     assert!(
-        matches!(harness::error::kind_of(&err), Some(harness::Error::PortTaken { port: p, .. }) if *p == port),
+        matches!(harness::kind_of(&err), Some(harness::Error::PortTaken { port: p, .. }) if *p == port),
         "{err:#}"
     );
     let err = format!("{err:#}");
@@ -135,7 +135,7 @@ fn a_failed_start_with_retain_stays_up_until_harness_down() {
         "{err}"
     );
     let alive = || {
-        harness::sys::process::recorded_pids(&dir)
+        harness::processes::recorded_pids(&dir)
             .into_iter()
             .filter(|(_, _, alive)| *alive)
             .count()
@@ -165,7 +165,7 @@ fn a_failed_start_with_retain_stays_up_until_harness_down() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
-    let stopped = harness::sys::process::reap_stale(&dir);
+    let stopped = harness::processes::reap_stale(&dir);
     assert_eq!(stopped.len(), 2 * 9, "{stopped:?}");
     assert_eq!(alive(), 0, "processes outlived `harness down`");
 }
@@ -184,9 +184,7 @@ fn a_scenario_binary_that_dies_mid_test_leaves_nothing(#[case] how: &str) {
     let len = local::PORTS_PER_ENV;
     // A block of its own (released here, reserved again by the child).
     let from = if how == "panic" { 26000 } else { 26000 + len };
-    let base = harness::sys::process::PortBlock::first_free(from, len)
-        .unwrap()
-        .base;
+    let base = harness::processes::free_port_base(from, len).unwrap();
     let out = duct::cmd!(
         std::env::current_exe().unwrap(),
         "--exact",
@@ -245,7 +243,7 @@ fn a_scenario_binary_that_dies_mid_test_leaves_nothing(#[case] how: &str) {
 fn dies_mid_scenario_on_purpose() {
     let env = scenarios::env();
     env.health().expect("every process is running");
-    for (name, pid, _) in harness::sys::process::recorded_pids(&env.state_dir) {
+    for (name, pid, _) in harness::processes::recorded_pids(&env.state_dir) {
         eprintln!("recorded {name} {pid}");
     }
     if let Ok(clusters) = std::fs::read_to_string(env.state_dir.join("kind-clusters")) {

@@ -502,7 +502,7 @@ fn without_a_running_docker_engine_a_container_provider_fails_fast_in_one_line_a
 fn path_with_go_and_git() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for tool in ["go", "git"] {
-        let real = harness::sys::path::which(tool).unwrap_or_else(|| panic!("{tool} on PATH"));
+        let real = harness::processes::which(tool).unwrap_or_else(|| panic!("{tool} on PATH"));
         std::os::unix::fs::symlink(real, dir.path().join(tool)).unwrap();
     }
     dir

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use harness::task_runner::{TaskOutput, TaskRunner};
 use harness::toolchain::{Tool, Toolchain};
+use harness::{TaskOutput, TaskRunner};
 use rstest::rstest;
 
 /// Every public flux task (the story's list plus list-suspended).

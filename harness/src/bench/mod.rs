@@ -2,9 +2,9 @@
 //! a markdown table to `docs/benchmarks.md`. Never used as an assertion in a test.
 
 //!
-//! Here: [`run`] (the sections in order, the report's header) and the options; [`report`]: one
-//! sample, its table row and the goals' verdicts; [`environment`]: environment starts and the
-//! scenario suite; [`tasks`]: the tasks against raw flux, at scale, on both clusters; [`kind`]:
+//! Here: [`run`] (the sections in order, the report's header) and the options; `report`: one
+//! sample, its table row and the goals' verdicts; `environment`: environment starts and the
+//! scenario suite; `tasks`: the tasks against raw flux, at scale, on both clusters; `kind`:
 //! the kind provider beside the local one.
 
 mod environment;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use harness::sys::process;
+use harness::processes as process;
 
 /// The pid of the `harness up` serving `state_dir`, while it runs.
 pub fn supervisor_pid(state_dir: &Path) -> Option<u32> {
@@ -15,7 +15,7 @@ pub fn supervisor_pid(state_dir: &Path) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    harness::sys::exec::alive(pid).then_some(pid)
+    harness::processes::alive(pid).then_some(pid)
 }
 
 pub fn down(state_dir: &Path) -> Result<()> {

@@ -1,7 +1,7 @@
 //! `harness images` and `harness toolchain`: they need no environment and never touch one.
 
 use anyhow::Result;
-use harness::sys::process;
+use harness::processes as process;
 use harness::toolchain::{Tool, Toolchain};
 use std::path::PathBuf;
 

@@ -21,7 +21,7 @@ pub fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
     let state_dir = options.state_dir.clone();
     let state_dir = state_dir.as_path();
     claim(state_dir)?;
-    let rt = harness::sys::exec::runtime();
+    let rt = harness::processes::runtime();
     // Listening from here to the end: a SIGTERM (`harness down`) or Ctrl-C at any moment counts,
     // also one that arrives between the start-up and the wait below.
     let mut shutdown = {
@@ -90,7 +90,7 @@ fn start_unless_stopped(
         };
         let _ = tx.send(env.map(|env| (env, started.elapsed())));
     });
-    let started = harness::sys::exec::runtime().block_on(async {
+    let started = harness::processes::runtime().block_on(async {
         tokio::select! {
             r = &mut rx => Some(r),
             _ = shutdown.recv() => None,

@@ -6,12 +6,12 @@
 //! published staging module of the same release. Outputs land in a machine-wide cache keyed by version
 //! (`~/.cache/k8s-ops-harness/tools/<tool>-<version>/bin`), Go's own caches stay at their defaults, so a
 //! fresh clone relinks in minutes instead of recompiling Kubernetes. A fresh machine imports the
-//! built tools as one archive instead ([`archive`]: `harness toolchain --import`,
+//! built tools as one archive instead (`archive`: `harness toolchain --import`,
 //! `HARNESS_TOOLS_ARCHIVE`), and builds only what the archive lacks.
 //!
 //! Here: [`Toolchain`] (the cache: where each tool is, what is missing, in which order it is made).
-//! [`tool`]: the table of tools; [`versions`]: the pins and the tested range; [`go`]: one build
-//! from a Go module; [`archive`]: the built tools as one archive; [`prerequisites`]: what must be
+//! `tool`: the table of tools; `versions`: the pins and the tested range; `go`: one build
+//! from a Go module; `archive`: the built tools as one archive; [`prerequisites`]: what must be
 //! installed before any build.
 
 mod archive;

@@ -21,7 +21,7 @@ async fn ambiguous_app_is_refused(#[case] task: &str) {
             .namespace(AMBIGUOUS_NS)
             .object(&Kind::HelmRelease.resource(), AMBIGUOUS_NS, "odoo")
             .around(async {
-                harness::apply::apply_yaml(
+                harness::apply_yaml(
                     &apps,
                     &format!(
                         r#"

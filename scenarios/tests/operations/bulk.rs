@@ -216,7 +216,7 @@ async fn resume_all_follows_depends_on_and_refuses_a_cycle() {
                 yaml += &kustomization(chain[0], None);
                 yaml += &kustomization(chain[1], Some(chain[0]));
                 yaml += &kustomization(chain[2], Some(chain[1]));
-                harness::apply::apply_yaml(&infra, &yaml).await?;
+                harness::apply_yaml(&infra, &yaml).await?;
                 for name in chain {
                     assertions::wait_ready(&infra, &ks, ns, name, SETTLE).await?;
                 }
@@ -241,7 +241,7 @@ async fn resume_all_follows_depends_on_and_refuses_a_cycle() {
                 );
 
                 // c-first now needs a-third: a cycle. Refused before the prompt; all stay suspended.
-                harness::apply::apply_yaml(&infra, &kustomization(chain[0], Some(chain[2]))).await?;
+                harness::apply_yaml(&infra, &kustomization(chain[0], Some(chain[2]))).await?;
                 ok(&bulk("flux:suspend-all")?)?;
                 let out = bulk("flux:resume-all")?;
                 anyhow::ensure!(!out.success(), "a cycle was resumed:\n{}", out.transcript());
@@ -251,7 +251,7 @@ async fn resume_all_follows_depends_on_and_refuses_a_cycle() {
                     anyhow::ensure!(is_suspended(&obj), "{name} was resumed despite the cycle");
                 }
                 // The cycle fixed, the batch resumes.
-                harness::apply::apply_yaml(&infra, &kustomization(chain[0], None)).await?;
+                harness::apply_yaml(&infra, &kustomization(chain[0], None)).await?;
                 ok(&bulk("flux:resume-all")?)
             })
             .await

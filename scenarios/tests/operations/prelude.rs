@@ -6,13 +6,13 @@ pub use std::sync::mpsc;
 pub use std::time::{Duration, Instant};
 
 pub use anyhow::Context;
+pub use harness::TaskOutput;
 pub use harness::assertions::{
     self, flux_fingerprint, is_ready, is_suspended, last_handled_reconcile_at,
 };
 pub use harness::fixtures::{Kind, Role};
+pub use harness::processes as exec;
 pub use harness::provider::Environment;
-pub use harness::sys::exec;
-pub use harness::task_runner::TaskOutput;
 pub use nix::sys::signal::Signal;
 pub use rstest::rstest;
 pub use scenarios::cleanup::Created;

@@ -56,7 +56,7 @@ async fn status_failed_shows_only_the_broken_app() {
         Created::on(&apps)
             .object(&ks, "flux-system", name)
             .around(async {
-                harness::apply::apply_yaml(
+                harness::apply_yaml(
                     &apps,
                     &format!(
                         r#"

@@ -82,7 +82,7 @@ async fn resume_of_a_failing_release_fails() {
             )
             .object(&hr, ns, name)
             .around(async {
-                harness::apply::apply_yaml(
+                harness::apply_yaml(
                     &apps,
                     &format!(
                         r#"
