@@ -1,8 +1,10 @@
 //! The processes of an environment as the CLI and the lifecycle scenarios see them: what a state
-//! directory recorded, whether a pid still runs, stopping what a dead owner left, a free block of
+//! directory recorded, whether a pid still runs, stopping what a dead owner left, what of an
+//! environment outlived its owner (the reaper's proofs), a free block of
 //! loopback ports. The one public door to the crate's operating-system plumbing (`sys`,
 //! private), so that callers depend on these few functions, not on how they are made.
 
+pub use crate::provider::reaper::{kind_left, left_after};
 pub use crate::sys::exec::{alive, copy_tree, descendants, runtime, signal_group};
 pub use crate::sys::path::which;
 pub use crate::sys::process::{reap_stale, recorded_pids, wait_for};

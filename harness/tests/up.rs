@@ -201,12 +201,8 @@ fn nothing_outlives_up_however_it_dies(#[case] signal: nix::sys::signal::Signal)
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
     let _ = wait_exit(&mut child, Duration::from_secs(60));
     let ports = base..base + harness::provider::local::PORTS_PER_ENV;
-    let left = harness::provider::reaper::left_after(
-        state.path(),
-        &recorded,
-        ports,
-        Duration::from_secs(15),
-    );
+    let left =
+        harness::processes::left_after(state.path(), &recorded, ports, Duration::from_secs(15));
     let log = std::fs::read_to_string(state.path().join("reaper.log")).unwrap_or_default();
     assert_eq!(
         left,
@@ -292,14 +288,14 @@ fn nothing_of_a_kind_environment_outlives_up(#[case] signal: nix::sys::signal::S
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
     let _ = wait_exit(&mut child, Duration::from_secs(240));
     let bound = Duration::from_secs(15);
-    let left = harness::provider::reaper::left_after(state.path(), &recorded, 0..0, bound);
+    let left = harness::processes::left_after(state.path(), &recorded, 0..0, bound);
     let log = std::fs::read_to_string(state.path().join("reaper.log")).unwrap_or_default();
     assert_eq!(
         left,
         (vec![], vec![]),
         "{bound:?} after {signal}; reaper.log: {log}"
     );
-    let kind_left = harness::provider::reaper::kind_left(state.path());
+    let kind_left = harness::processes::kind_left(state.path());
     assert!(
         kind_left.is_empty(),
         "{kind_left:?} after {signal}; reaper.log: {log}"

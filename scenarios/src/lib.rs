@@ -88,7 +88,7 @@ fn stop_environment_at_exit() {
     if let Some(Ok(env)) = ENV.get() {
         if env.retain && FAILED.load(Ordering::SeqCst) {
             // Left up on purpose: the reaper leaves it when this binary exits.
-            harness::provider::reaper::retain(&env.state_dir);
+            harness::provider::retain(&env.state_dir);
             eprintln!(
                 "scenarios: a scenario failed and HARNESS_RETAIN=1: the environment stays up (but not the fixtures' Git server, a thread of this test binary): export KUBECONFIG={}; remove it with `HARNESS_STATE_DIR={} cargo run -p harness -- down`",
                 env.kubeconfig().display(),

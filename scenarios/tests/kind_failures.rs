@@ -43,7 +43,7 @@ fn a_cluster_create_past_its_bound_fails_in_one_line_and_leaves_nothing() {
         "{err}"
     );
     assert!(err.contains("diagnostics saved in "), "{err}");
-    let left = harness::provider::reaper::kind_left(&dir);
+    let left = harness::processes::kind_left(&dir);
     assert!(left.is_empty(), "left after the failed create: {left:?}");
     drop(engine);
 }

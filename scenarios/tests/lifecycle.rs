@@ -223,7 +223,7 @@ fn a_scenario_binary_that_dies_mid_test_leaves_nothing(#[case] how: &str) {
         "{recorded:?}\n{said}"
     );
     let bound = Duration::from_secs(15);
-    let left = harness::provider::reaper::left_after(&dir, &recorded, base..base + len, bound);
+    let left = harness::processes::left_after(&dir, &recorded, base..base + len, bound);
     let log = std::fs::read_to_string(dir.join("reaper.log")).unwrap_or_default();
     assert_eq!(
         left,
@@ -231,7 +231,7 @@ fn a_scenario_binary_that_dies_mid_test_leaves_nothing(#[case] how: &str) {
         "{bound:?} after it died; reaper.log: {log}\n{said}"
     );
     if kind {
-        let kind_left = harness::provider::reaper::kind_left(&dir);
+        let kind_left = harness::processes::kind_left(&dir);
         assert!(kind_left.is_empty(), "{kind_left:?}; reaper.log: {log}");
     }
 }

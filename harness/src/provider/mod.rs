@@ -6,9 +6,10 @@ pub mod containers;
 pub mod existing;
 pub mod local;
 pub mod owner;
-pub mod reaper;
+pub(crate) mod reaper;
 
 pub use owner::Owner;
+pub use reaper::retain;
 
 use std::fs;
 use std::path::{Path, PathBuf};
