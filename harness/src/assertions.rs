@@ -212,3 +212,91 @@ pub async fn flux_fingerprint(
     }
     Ok(out)
 }
+
+/// A Flux object that is not Ready, and why (its Ready condition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `False`, `Unknown` or `missing` (no Ready condition yet).
+    pub status: String,
+    pub why: String,
+}
+
+/// Every Flux object of the cluster that is not Ready (sources, Kustomizations, HelmReleases).
+pub async fn not_ready(client: &Client) -> Result<Vec<NotReady>> {
+    let mut out = Vec::new();
+    for resource in [
+        flux::gitrepositories(),
+        flux::ocirepositories(),
+        flux::helmrepositories(),
+        flux::helmcharts(),
+        flux::kustomizations(),
+        flux::helmreleases(),
+    ] {
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::all_with(client.clone(), &resource);
+        let list = match api.list(&Default::default()).await {
+            Ok(list) => list,
+            // A source kind this cluster's Flux does not serve.
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for obj in list {
+            // An OCI HelmRepository is a static object: source-controller gives it no conditions.
+            let static_oci = resource.kind == "HelmRepository" && obj.data["spec"]["type"] == "oci";
+            if is_ready(&obj) || is_suspended(&obj) || static_oci {
+                continue;
+            }
+            let ready = condition(&obj, "Ready");
+            out.push(NotReady {
+                kind: resource.kind.clone(),
+                namespace: obj.metadata.namespace.clone().unwrap_or_default(),
+                name: obj.metadata.name.clone().unwrap_or_default(),
+                status: ready
+                    .as_ref()
+                    .map_or_else(|| "missing".to_string(), |c| c.status.clone()),
+                why: ready.map_or_else(String::new, |c| {
+                    format!("{}: {}", c.reason, c.message.replace('\n', " "))
+                }),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What is not Ready on each cluster, as an aligned table for the end of `harness up`.
+pub fn not_ready_table(rows: &[(String, NotReady)]) -> String {
+    let mut cells = vec![["CLUSTER", "KIND", "NAMESPACE/NAME", "READY", "WHY"].map(String::from)];
+    for (cluster, r) in rows {
+        let mut why = r.why.clone();
+        if why.chars().count() > 160 {
+            why = why.chars().take(157).collect::<String>() + "...";
+        }
+        cells.push([
+            cluster.clone(),
+            r.kind.clone(),
+            format!("{}/{}", r.namespace, r.name),
+            r.status.clone(),
+            why,
+        ]);
+    }
+    let width = |i: usize| {
+        cells
+            .iter()
+            .map(|c| c[i].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..4).map(width).collect();
+    let mut table = String::new();
+    for c in &cells {
+        for (i, w) in widths.iter().enumerate() {
+            table.push_str(&format!("{:<w$}  ", c[i]));
+        }
+        table.push_str(&c[4]);
+        table.push('\n');
+    }
+    table
+}

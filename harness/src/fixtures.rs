@@ -3,13 +3,13 @@
 //! would leave them; see [`crate::gitops`]) and the wait until every fixture is Ready — or, for an
 //! operator's own repository, until what can become Ready has, and what is not Ready and why.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use kube::Client;
 use kube::discovery::ApiResource;
 
+use crate::assertions::NotReady;
 use crate::gitops::Served;
 use crate::{apply, assertions, flux};
 
@@ -231,11 +231,6 @@ impl Layout {
     }
 }
 
-/// Directory whose content becomes the first commit of the served fixtures repository.
-pub fn gitops_dir() -> PathBuf {
-    crate::repo_root().join("fixtures").join("gitops")
-}
-
 /// A kwok node: kwok marks it Ready and runs (simulates) every pod scheduled to it.
 pub const KWOK_NODE: &str = r#"apiVersion: v1
 kind: Node
@@ -320,59 +315,6 @@ pub async fn bootstrap(
     Ok(())
 }
 
-/// A Flux object that is not Ready, and why (its Ready condition).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotReady {
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    /// `False`, `Unknown` or `missing` (no Ready condition yet).
-    pub status: String,
-    pub why: String,
-}
-
-/// Every Flux object of the cluster that is not Ready (sources, Kustomizations, HelmReleases).
-pub async fn not_ready(client: &Client) -> Result<Vec<NotReady>> {
-    let mut out = Vec::new();
-    for resource in [
-        flux::gitrepositories(),
-        flux::ocirepositories(),
-        flux::helmrepositories(),
-        flux::helmcharts(),
-        flux::kustomizations(),
-        flux::helmreleases(),
-    ] {
-        let api: kube::Api<kube::api::DynamicObject> =
-            kube::Api::all_with(client.clone(), &resource);
-        let list = match api.list(&Default::default()).await {
-            Ok(list) => list,
-            // A source kind this cluster's Flux does not serve.
-            Err(kube::Error::Api(e)) if e.code == 404 => continue,
-            Err(e) => return Err(e.into()),
-        };
-        for obj in list {
-            // An OCI HelmRepository is a static object: source-controller gives it no conditions.
-            let static_oci = resource.kind == "HelmRepository" && obj.data["spec"]["type"] == "oci";
-            if assertions::is_ready(&obj) || assertions::is_suspended(&obj) || static_oci {
-                continue;
-            }
-            let ready = assertions::condition(&obj, "Ready");
-            out.push(NotReady {
-                kind: resource.kind.clone(),
-                namespace: obj.metadata.namespace.clone().unwrap_or_default(),
-                name: obj.metadata.name.clone().unwrap_or_default(),
-                status: ready
-                    .as_ref()
-                    .map_or_else(|| "missing".to_string(), |c| c.status.clone()),
-                why: ready.map_or_else(String::new, |c| {
-                    format!("{}: {}", c.reason, c.message.replace('\n', " "))
-                }),
-            });
-        }
-    }
-    Ok(out)
-}
-
 /// How many times one start installs stand-in CRDs for kinds its Kustomizations failed on.
 const LATE_CRD_ROUNDS: usize = 3;
 
@@ -390,7 +332,7 @@ async fn settle(
     timeout: Duration,
 ) -> Result<Vec<NotReady>> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut last = not_ready(client).await?;
+    let mut last = crate::assertions::not_ready(client).await?;
     let mut since = tokio::time::Instant::now();
     let mut rounds = 0;
     loop {
@@ -424,47 +366,12 @@ async fn settle(
             return Ok(last);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let current = not_ready(client).await?;
+        let current = crate::assertions::not_ready(client).await?;
         if current != last {
             last = current;
             since = tokio::time::Instant::now();
         }
     }
-}
-
-/// What is not Ready on each cluster, as an aligned table for the end of `harness up`.
-pub fn not_ready_table(rows: &[(String, NotReady)]) -> String {
-    let mut cells = vec![["CLUSTER", "KIND", "NAMESPACE/NAME", "READY", "WHY"].map(String::from)];
-    for (cluster, r) in rows {
-        let mut why = r.why.clone();
-        if why.chars().count() > 160 {
-            why = why.chars().take(157).collect::<String>() + "...";
-        }
-        cells.push([
-            cluster.clone(),
-            r.kind.clone(),
-            format!("{}/{}", r.namespace, r.name),
-            r.status.clone(),
-            why,
-        ]);
-    }
-    let width = |i: usize| {
-        cells
-            .iter()
-            .map(|c| c[i].chars().count())
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..4).map(width).collect();
-    let mut table = String::new();
-    for c in &cells {
-        for (i, w) in widths.iter().enumerate() {
-            table.push_str(&format!("{:<w$}  ", c[i]));
-        }
-        table.push_str(&c[4]);
-        table.push('\n');
-    }
-    table
 }
 
 /// Waits (all within `timeout`) for every object `layout` yields on `cluster` to be Ready.

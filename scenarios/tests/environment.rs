@@ -137,7 +137,7 @@ async fn flux_logs_serve_the_real_controller_lines(#[case] cluster: &str, #[case
 async fn only_what_cannot_reconcile_here_is_not_ready(#[case] cluster: &str) {
     scenario(&format!("not-ready-{cluster}"), |env| async move {
         let client = env.client(cluster).await?;
-        let listed: Vec<(String, String, String)> = harness::fixtures::not_ready(&client)
+        let listed: Vec<(String, String, String)> = harness::assertions::not_ready(&client)
             .await?
             .into_iter()
             .filter(|r| r.kind == "Kustomization" || r.kind == "HelmRelease")

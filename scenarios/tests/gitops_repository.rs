@@ -444,7 +444,7 @@ async fn late_kind_applies(
         why.contains(r#"no matches for kind "Probe" in version "monitoring.coreos.com/v1""#),
         "late-kind failed otherwise: {why}"
     );
-    let not_ready = harness::fixtures::not_ready(client).await?;
+    let not_ready = harness::assertions::not_ready(client).await?;
     let installed = harness::gitops::standins::install_unmatched(
         client,
         "infra",
@@ -499,8 +499,8 @@ async fn late_kind_applies(
 }
 
 /// A Kustomization row failing on the kind already stood in.
-fn failing_row() -> harness::fixtures::NotReady {
-    harness::fixtures::NotReady {
+fn failing_row() -> harness::assertions::NotReady {
+    harness::assertions::NotReady {
         kind: "Kustomization".into(),
         namespace: "flux-system".into(),
         name: "late-kind".into(),

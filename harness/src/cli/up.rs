@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use harness::fixtures;
+use harness::assertions;
 use harness::provider::local;
 use harness::provider::{Environment, ProviderKind, ProviderOptions};
 use harness::toolchain::{Tool, Toolchain};
@@ -107,7 +107,7 @@ fn print_up(
     env: &Environment,
     provider: ProviderKind,
     took: Duration,
-    not_ready: &[(String, fixtures::NotReady)],
+    not_ready: &[(String, assertions::NotReady)],
     state_dir: &Path,
 ) {
     let what = match &env.served {
@@ -152,7 +152,7 @@ fn print_up(
     }
     if !not_ready.is_empty() {
         println!("Not Ready (the environment stays up; `--strict` fails instead):");
-        print!("{}", fixtures::not_ready_table(not_ready));
+        print!("{}", assertions::not_ready_table(not_ready));
     }
     println!("  logs: {}", state_dir.display());
     println!("Use it from another shell:");
@@ -183,11 +183,11 @@ async fn serve(env: &Environment, shutdown: &mut Shutdown) -> Result<()> {
 }
 
 /// What is not Ready on each cluster now.
-async fn not_ready_everywhere(env: &Environment) -> Result<Vec<(String, fixtures::NotReady)>> {
+async fn not_ready_everywhere(env: &Environment) -> Result<Vec<(String, assertions::NotReady)>> {
     let mut rows = Vec::new();
     for cluster in env.clusters() {
         let client = env.client(&cluster).await?;
-        for row in fixtures::not_ready(&client).await? {
+        for row in assertions::not_ready(&client).await? {
             rows.push((cluster.clone(), row));
         }
     }

@@ -1,12 +1,11 @@
 //! What a started environment is, whichever provider started it: two clusters with Flux behind one
 //! kubeconfig ([`Environment`]), what runs them ([`Running`], with [`Faults`] where the provider
-//! owns the processes), the topology ([`topology`]: the clusters, one fan-out) and what a failure
+//! owns the processes), the clusters ([`CLUSTERS`], from `topology`) and what a failure
 //! leaves behind ([`diagnostics`]). Providers build it; scenarios and `harness up` use it.
 
 pub mod diagnostics;
-pub mod topology;
 
-pub use topology::CLUSTERS;
+pub use crate::topology::CLUSTERS;
 
 use std::path::{Path, PathBuf};
 

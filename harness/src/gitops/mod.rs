@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::environment::CLUSTERS;
+use crate::topology::CLUSTERS;
 
 /// Where operators keep a cluster's entry path, in the order they are tried (`{cluster}` is the
 /// cluster's name). The last one is the single-cluster layout of onedr0p's cluster-template.
@@ -84,7 +84,7 @@ impl GitopsOptions {
     /// Checks everything given and finds the entry paths, before anything starts: every problem is
     /// one line saying what to do.
     pub fn resolve(&self) -> Result<Served> {
-        let fixtures = crate::fixtures::gitops_dir();
+        let fixtures = fixtures_dir();
         let dir = match &self.dir {
             Some(dir) => dir
                 .canonicalize()
@@ -313,6 +313,11 @@ impl Served {
             .map(|(c, e)| format!("{c}: ./{} ({})", e.path, e.chosen))
             .collect()
     }
+}
+
+/// Directory whose content becomes the first commit of the served fixtures repository.
+pub fn fixtures_dir() -> PathBuf {
+    crate::repo_root().join("fixtures").join("gitops")
 }
 
 #[cfg(test)]

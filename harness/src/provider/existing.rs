@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 use super::{Environment, Faults, Running};
-use crate::environment::CLUSTERS;
 use crate::toolchain::{Tool, Toolchain};
+use crate::topology::CLUSTERS;
 
 /// `HARNESS_KUBECONFIG`, else `KUBECONFIG`: the kubeconfig with contexts `infra` and `apps`.
 pub fn kubeconfig_from_env() -> Result<PathBuf> {

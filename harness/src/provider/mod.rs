@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-pub(crate) use crate::environment::topology::{each_cluster, per_cluster};
 pub use crate::environment::{Environment, Faults, Running};
 use crate::gitops::GitopsOptions;
+pub(crate) use crate::topology::{each_cluster, per_cluster};
 
 /// How any provider is started: one type for all of them, built with [`ProviderOptions::new`] and
 /// its setters. Providers ignore what does not apply to them (`port_base` is the local provider's;

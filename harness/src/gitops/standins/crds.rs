@@ -93,7 +93,7 @@ pub(crate) fn unmatched_kinds(message: &str) -> Vec<(String, String, String)> {
 pub async fn install_unmatched(
     client: &Client,
     cluster: &str,
-    failing: &[crate::fixtures::NotReady],
+    failing: &[crate::assertions::NotReady],
     installed: &Mutex<Vec<StandinCrd>>,
 ) -> Result<Vec<StandinCrd>> {
     let mut crds: Vec<StandinCrd> = Vec::new();

@@ -27,11 +27,11 @@ use testcontainers_modules::testcontainers::bollard::query_parameters::{
 use testcontainers_modules::testcontainers::runners::SyncRunner;
 use testcontainers_modules::testcontainers::{Container, ImageExt};
 
-use crate::environment::CLUSTERS;
 use crate::provider::ProviderOptions;
 use crate::provider::containers::{self, Common};
 use crate::provider::{Environment, Faults, Running};
 use crate::toolchain::{Tool, Toolchain};
+use crate::topology::CLUSTERS;
 
 /// Label on every container of this provider; its value is the environment's state directory.
 pub const STATE_LABEL: &str = "io.k8s-ops.harness.state-dir";

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::environment::CLUSTERS;
 use crate::provider::ProviderOptions;
 use crate::provider::containers::Common;
 use crate::provider::containers::engine::Engine;
@@ -23,6 +22,7 @@ use crate::provider::containers::images::KindImages;
 use crate::provider::{Environment, Faults, Running};
 use crate::sys::exec::run;
 use crate::toolchain::{Tool, Toolchain};
+use crate::topology::CLUSTERS;
 
 pub use crate::provider::containers::flux_manifest;
 

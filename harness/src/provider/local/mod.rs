@@ -3,6 +3,7 @@
 //! fixtures reconciled Ready from the harness's own Git smart-HTTP server (`gitserver`, in this
 //! process) shared by both clusters.
 
+pub(crate) mod flux;
 pub mod kwok;
 
 use std::fs;
@@ -14,15 +15,15 @@ use anyhow::{Context, Result};
 
 use super::{Environment, Faults, ProviderOptions, Running};
 use crate::apply;
-use crate::environment::CLUSTERS;
 use crate::environment::diagnostics;
 use crate::fixtures;
-use crate::flux::{self, FluxControllers};
 use crate::gitops::Served;
 use crate::gitops::gitserver::GitServer;
 use crate::gitops::standins::{self, Prepared};
 use crate::sys::process::{self, PortBlock};
 use crate::toolchain::{Tool, Toolchain};
+use crate::topology::CLUSTERS;
+use flux::FluxControllers;
 use kwok::{ClusterPorts, KwokCluster};
 
 /// How many ports of 127.0.0.1 one environment takes from its port base: the git server, one block
