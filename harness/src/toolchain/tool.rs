@@ -105,161 +105,20 @@ impl Tool {
     /// How this tool is built (exhaustive: a new tool does not compile without its row).
     fn spec(self) -> &'static Spec {
         match self {
-            Tool::Task => {
-                &const {
-                    Spec {
-                        packages: &[("cmd/task", "task")],
-                        cold_build_hint: "1-2 min",
-                        cold_build_secs: 108,
-                        ..spec("task", "github.com/go-task/task/v3")
-                    }
-                }
-            }
-            Tool::Flux => {
-                &const {
-                    Spec {
-                        packages: &[("cmd/flux", "flux")],
-                        stamp: Stamp::FluxCli,
-                        builds_from_copy: true,
-                        cold_build_secs: 275,
-                        ..spec("flux", "github.com/fluxcd/flux2/v2")
-                    }
-                }
-            }
-            Tool::Kwok => {
-                &const {
-                    Spec {
-                        packages: &[("cmd/kwok", "kwok"), ("cmd/kwokctl", "kwokctl")],
-                        stamp: Stamp::Kwok,
-                        cold_build_secs: 280,
-                        ..spec("kwok", "sigs.k8s.io/kwok")
-                    }
-                }
-            }
-            Tool::Etcd => {
-                &const {
-                    Spec {
-                        packages: &[("", "etcd")],
-                        cold_build_hint: "2-3 min",
-                        cold_build_secs: 99,
-                        ..spec("etcd", "go.etcd.io/etcd/server/v3")
-                    }
-                }
-            }
-            Tool::Kubernetes => {
-                &const {
-                    Spec {
-                        packages: &[
-                            ("cmd/kube-apiserver", "kube-apiserver"),
-                            ("cmd/kube-controller-manager", "kube-controller-manager"),
-                            ("cmd/kube-scheduler", "kube-scheduler"),
-                            ("cmd/kubectl", "kubectl"),
-                        ],
-                        stamp: Stamp::Kubernetes,
-                        staging: true,
-                        cold_build_hint: "10-20 min",
-                        cold_build_secs: 644,
-                        ..spec("kubernetes", "k8s.io/kubernetes")
-                    }
-                }
-            }
-            Tool::SourceController => {
-                &const {
-                    Spec {
-                        packages: &[("", "source-controller")],
-                        cold_build_secs: 550,
-                        ..controller("source-controller", "github.com/fluxcd/source-controller")
-                    }
-                }
-            }
-            Tool::KustomizeController => {
-                &const {
-                    Spec {
-                        packages: &[("", "kustomize-controller")],
-                        cold_build_secs: 230,
-                        ..controller(
-                            "kustomize-controller",
-                            "github.com/fluxcd/kustomize-controller",
-                        )
-                    }
-                }
-            }
-            Tool::HelmController => {
-                &const {
-                    Spec {
-                        packages: &[("", "helm-controller")],
-                        cold_build_secs: 229,
-                        ..controller("helm-controller", "github.com/fluxcd/helm-controller")
-                    }
-                }
-            }
-            Tool::NotificationController => {
-                &const {
-                    Spec {
-                        packages: &[("", "notification-controller")],
-                        cold_build_secs: 297,
-                        ..controller(
-                            "notification-controller",
-                            "github.com/fluxcd/notification-controller",
-                        )
-                    }
-                }
-            }
-            Tool::Registry => {
-                &const {
-                    Spec {
-                        packages: &[("cmd/registry", "registry")],
-                        cold_build_hint: "1-2 min",
-                        cold_build_secs: 90,
-                        ..spec("registry", "github.com/distribution/distribution/v3")
-                    }
-                }
-            }
-            Tool::Kind => {
-                &const {
-                    Spec {
-                        packages: &[("", "kind")],
-                        cold_build_hint: "1-2 min",
-                        cold_build_secs: 15,
-                        ..spec("kind", "sigs.k8s.io/kind")
-                    }
-                }
-            }
-            Tool::KubeNode => {
-                &const {
-                    Spec {
-                        version_key: "kubernetes",
-                        packages: &[
-                            ("cmd/kubelet", "kubelet"),
-                            ("cmd/kubeadm", "kubeadm"),
-                            ("cmd/kube-proxy", "kube-proxy"),
-                        ],
-                        stamp: Stamp::Kubernetes,
-                        staging: true,
-                        cold_build_hint: "5-10 min",
-                        cold_build_secs: 300,
-                        ..spec("kube-node", "k8s.io/kubernetes")
-                    }
-                }
-            }
-            Tool::Coredns => {
-                &const {
-                    Spec {
-                        packages: &[("", "coredns")],
-                        cold_build_secs: 320,
-                        ..spec("coredns", "github.com/coredns/coredns")
-                    }
-                }
-            }
-            Tool::Crictl => {
-                &const {
-                    Spec {
-                        packages: &[("cmd/crictl", "crictl")],
-                        cold_build_secs: 106,
-                        ..spec("cri-tools", "sigs.k8s.io/cri-tools")
-                    }
-                }
-            }
+            Tool::Task => &TASK,
+            Tool::Flux => &FLUX,
+            Tool::Kwok => &KWOK,
+            Tool::Etcd => &ETCD,
+            Tool::Kubernetes => &KUBERNETES,
+            Tool::SourceController => &SOURCE_CONTROLLER,
+            Tool::KustomizeController => &KUSTOMIZE_CONTROLLER,
+            Tool::HelmController => &HELM_CONTROLLER,
+            Tool::NotificationController => &NOTIFICATION_CONTROLLER,
+            Tool::Registry => &REGISTRY,
+            Tool::Kind => &KIND,
+            Tool::KubeNode => &KUBE_NODE,
+            Tool::Coredns => &COREDNS,
+            Tool::Crictl => &CRICTL,
         }
     }
 }
@@ -345,6 +204,120 @@ impl Tool {
         self.spec().cold_build_secs
     }
 }
+
+/// The rows of [`Tool::spec`].
+const TASK: Spec = Spec {
+    packages: &[("cmd/task", "task")],
+    cold_build_hint: "1-2 min",
+    cold_build_secs: 108,
+    ..spec("task", "github.com/go-task/task/v3")
+};
+
+const FLUX: Spec = Spec {
+    packages: &[("cmd/flux", "flux")],
+    stamp: Stamp::FluxCli,
+    builds_from_copy: true,
+    cold_build_secs: 275,
+    ..spec("flux", "github.com/fluxcd/flux2/v2")
+};
+
+const KWOK: Spec = Spec {
+    packages: &[("cmd/kwok", "kwok"), ("cmd/kwokctl", "kwokctl")],
+    stamp: Stamp::Kwok,
+    cold_build_secs: 280,
+    ..spec("kwok", "sigs.k8s.io/kwok")
+};
+
+const ETCD: Spec = Spec {
+    packages: &[("", "etcd")],
+    cold_build_hint: "2-3 min",
+    cold_build_secs: 99,
+    ..spec("etcd", "go.etcd.io/etcd/server/v3")
+};
+
+const KUBERNETES: Spec = Spec {
+    packages: &[
+        ("cmd/kube-apiserver", "kube-apiserver"),
+        ("cmd/kube-controller-manager", "kube-controller-manager"),
+        ("cmd/kube-scheduler", "kube-scheduler"),
+        ("cmd/kubectl", "kubectl"),
+    ],
+    stamp: Stamp::Kubernetes,
+    staging: true,
+    cold_build_hint: "10-20 min",
+    cold_build_secs: 644,
+    ..spec("kubernetes", "k8s.io/kubernetes")
+};
+
+const SOURCE_CONTROLLER: Spec = Spec {
+    packages: &[("", "source-controller")],
+    cold_build_secs: 550,
+    ..controller("source-controller", "github.com/fluxcd/source-controller")
+};
+
+const KUSTOMIZE_CONTROLLER: Spec = Spec {
+    packages: &[("", "kustomize-controller")],
+    cold_build_secs: 230,
+    ..controller(
+        "kustomize-controller",
+        "github.com/fluxcd/kustomize-controller",
+    )
+};
+
+const HELM_CONTROLLER: Spec = Spec {
+    packages: &[("", "helm-controller")],
+    cold_build_secs: 229,
+    ..controller("helm-controller", "github.com/fluxcd/helm-controller")
+};
+
+const NOTIFICATION_CONTROLLER: Spec = Spec {
+    packages: &[("", "notification-controller")],
+    cold_build_secs: 297,
+    ..controller(
+        "notification-controller",
+        "github.com/fluxcd/notification-controller",
+    )
+};
+
+const REGISTRY: Spec = Spec {
+    packages: &[("cmd/registry", "registry")],
+    cold_build_hint: "1-2 min",
+    cold_build_secs: 90,
+    ..spec("registry", "github.com/distribution/distribution/v3")
+};
+
+const KIND: Spec = Spec {
+    packages: &[("", "kind")],
+    cold_build_hint: "1-2 min",
+    cold_build_secs: 15,
+    ..spec("kind", "sigs.k8s.io/kind")
+};
+
+const KUBE_NODE: Spec = Spec {
+    version_key: "kubernetes",
+    packages: &[
+        ("cmd/kubelet", "kubelet"),
+        ("cmd/kubeadm", "kubeadm"),
+        ("cmd/kube-proxy", "kube-proxy"),
+    ],
+    stamp: Stamp::Kubernetes,
+    staging: true,
+    cold_build_hint: "5-10 min",
+    cold_build_secs: 300,
+    ..spec("kube-node", "k8s.io/kubernetes")
+};
+
+const COREDNS: Spec = Spec {
+    packages: &[("", "coredns")],
+    cold_build_secs: 320,
+    ..spec("coredns", "github.com/coredns/coredns")
+};
+
+const CRICTL: Spec = Spec {
+    packages: &[("cmd/crictl", "crictl")],
+    cold_build_secs: 106,
+    ..spec("cri-tools", "sigs.k8s.io/cri-tools")
+};
 
 #[cfg(test)]
 mod tests {
