@@ -17,8 +17,12 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::environment::diagnostics;
 pub use crate::environment::{Environment, Faults, Running};
-use crate::gitops::GitopsOptions;
+use crate::gitops::gitserver::FixturesRepo;
+use crate::gitops::standins::Prepared;
+use crate::gitops::{GitopsOptions, Served};
+use crate::toolchain::Toolchain;
 pub(crate) use crate::topology::{each_cluster, per_cluster};
 
 /// How any provider is started: one type for all of them, built with [`ProviderOptions::new`] and
@@ -102,6 +106,46 @@ impl ProviderOptions {
             self.state_dir.display()
         )
     }
+}
+
+/// What a start used to reach its clusters: the kubectl binary, the merged kubeconfig, and the
+/// label its diagnostics are saved under.
+pub(crate) struct Reach<'a> {
+    pub kubectl: &'a Path,
+    pub kubeconfig: &'a Path,
+    pub label: &'a str,
+}
+
+/// How every provider's start ends (one place for a failed start): an [`Environment`] of
+/// `running` once `started` gave the served repository and its stand-ins; otherwise the
+/// diagnostics are saved and named in the error, and `running` is stopped, or with `retain` kept
+/// up ([`ProviderOptions::failed_start`]).
+pub(crate) fn finish_start<R: Running + 'static>(
+    running: R,
+    started: Result<(FixturesRepo, Prepared)>,
+    reach: Reach<'_>,
+    served: Served,
+    toolchain: Toolchain,
+    options: &ProviderOptions,
+) -> Result<Environment> {
+    let (fixtures, standins) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            let logs = running.log_paths();
+            let e = diagnostics::attach(e, reach.kubectl, reach.kubeconfig, &logs, reach.label);
+            return Err(options.failed_start(running, reach.kubeconfig, e));
+        }
+    };
+    Ok(Environment {
+        kubeconfig: reach.kubeconfig.to_path_buf(),
+        state_dir: options.state_dir.clone(),
+        fixtures: Some(fixtures),
+        served: Some(served),
+        standins,
+        toolchain,
+        retain: options.retain,
+        running: Box::new(running),
+    })
 }
 
 /// Which provider creates the clusters: `HARNESS_PROVIDER=local|kind|k3s|existing`.

@@ -183,15 +183,13 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             &toolchain,
         )
     })();
-    Common::environment(
-        running,
-        |r| &r.common,
-        toolchain,
-        started,
-        served,
-        "k3s-environment-start",
-        options,
-    )
+    let kubectl = running.common.kubectl.clone();
+    let reach = crate::provider::Reach {
+        kubectl: &kubectl.kubectl,
+        kubeconfig: &kubectl.kubeconfig,
+        label: "k3s-environment-start",
+    };
+    crate::provider::finish_start(running, started, reach, served, toolchain, options)
 }
 
 /// Removes the containers an earlier run in `state_dir` left behind (it died without teardown).

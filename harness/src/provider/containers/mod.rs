@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Environment, ProviderOptions};
+use super::ProviderOptions;
 use crate::apply;
-use crate::environment::diagnostics;
 use crate::fixtures;
 use crate::flux::CONTROLLERS;
 use crate::gitops::Served;
@@ -312,38 +311,5 @@ impl Common {
         if let Some(mut server) = self.fixtures.lock().unwrap().take() {
             server.git.stop();
         }
-    }
-
-    /// `Environment` for `running` once `started` succeeded; otherwise saves the diagnostics and
-    /// returns the error naming them (`running` is dropped then, which removes what it created).
-    pub fn environment<R: super::Running + 'static>(
-        running: R,
-        common: impl Fn(&R) -> &Common,
-        toolchain: Toolchain,
-        started: Result<(FixturesRepo, Prepared)>,
-        served: Served,
-        label: &str,
-        options: &ProviderOptions,
-    ) -> Result<Environment> {
-        let (fixtures, standins) = match started {
-            Ok(started) => started,
-            Err(e) => {
-                let logs = running.log_paths();
-                let kubectl = common(&running).kubectl.clone();
-                let e = diagnostics::attach(e, &kubectl.kubectl, &kubectl.kubeconfig, &logs, label);
-                return Err(options.failed_start(running, &kubectl.kubeconfig, e));
-            }
-        };
-        let c = common(&running);
-        Ok(Environment {
-            kubeconfig: c.kubectl.kubeconfig.clone(),
-            state_dir: c.state_dir.clone(),
-            fixtures: Some(fixtures),
-            served: Some(served),
-            standins,
-            toolchain,
-            retain: options.retain,
-            running: Box::new(running),
-        })
     }
 }

@@ -8,15 +8,13 @@ pub mod kwok;
 mod running;
 
 use std::fs;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::{Environment, ProviderOptions, Running};
+use super::{Environment, ProviderOptions};
 use crate::apply;
-use crate::environment::diagnostics;
 use crate::fixtures;
 use crate::gitops::Served;
 use crate::gitops::gitserver::GitServer;
@@ -78,24 +76,20 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         ports: reserve_ports(options)?,
         _owner: owner,
     };
-    // On error `running` is dropped by `failed_start`, which stops whatever was started (unless
-    // retained).
-    let (kubeconfig, fixtures, standins, mut report) = match bring_up(&running, &served, options) {
-        Ok(ok) => ok,
-        Err(e) => return Err(options.failed_start(running, &state_dir.join("kubeconfig"), e)),
+    let mut report = StartReport {
+        ports: running.ports.range(),
+        ..StartReport::default()
     };
+    let brought_up = bring_up(&running, &served, options, &mut report);
+    let kubectl = toolchain.binary(Tool::Kubernetes, "kubectl");
+    let reach = super::Reach {
+        kubectl: &kubectl,
+        kubeconfig: &state_dir.join("kubeconfig"),
+        label: "environment-start",
+    };
+    let env = super::finish_start(running, brought_up, reach, served, toolchain, options)?;
     report.toolchain = toolchain_time;
     report.total = started.elapsed();
-    let env = Environment {
-        kubeconfig,
-        state_dir,
-        fixtures: Some(fixtures),
-        served: Some(served),
-        standins,
-        toolchain,
-        retain: options.retain,
-        running: Box::new(running),
-    };
     Ok((env, report))
 }
 
@@ -114,19 +108,15 @@ fn reserve_ports(options: &ProviderOptions) -> Result<PortBlock> {
     }
 }
 
-/// The git server, both clusters at once ([`start_cluster`]), the merged kubeconfig; on a failure,
-/// diagnostics named in the error. Returns the kubeconfig, the served repository and the report
-/// (its `toolchain` and `total` are the caller's to fill in).
+/// The git server, both clusters at once ([`start_cluster`]), the merged kubeconfig (also after a
+/// failure: the diagnostics read the clusters through it). Returns the served repository and its
+/// stand-ins; fills in `report`'s per-cluster timings.
 fn bring_up(
     running: &LocalRunning,
     served: &Served,
     options: &ProviderOptions,
-) -> Result<(
-    PathBuf,
-    crate::gitops::gitserver::FixturesRepo,
-    Prepared,
-    StartReport,
-)> {
+    report: &mut StartReport,
+) -> Result<(crate::gitops::gitserver::FixturesRepo, Prepared)> {
     let state_dir = &running.state_dir;
     let base = running.ports.base;
     let (git, fixtures_repo) = GitServer::start(&state_dir.join("git"), &served.dir, base)?;
@@ -150,13 +140,6 @@ fn bring_up(
         url: fixtures_repo.url(),
         prepared: &prepared,
     };
-    let mut report = StartReport {
-        ports: base..base + PORTS_PER_ENV,
-        toolchain: Duration::ZERO,
-        total: Duration::ZERO,
-        per_cluster: Vec::new(),
-        phases: Vec::new(),
-    };
     let mut first_error = None;
     for result in start_clusters(running, repo, options) {
         match result {
@@ -175,16 +158,10 @@ fn bring_up(
         let refs: Vec<&KwokCluster> = clusters.iter().map(|c| &c.kwok).collect();
         fs::write(&kubeconfig, kwok::merged_kubeconfig(&refs, CLUSTERS[0]))?;
     }
-    if let Some(e) = first_error {
-        return Err(diagnostics::attach(
-            e,
-            &running.toolchain.binary(Tool::Kubernetes, "kubectl"),
-            &kubeconfig,
-            &running.log_paths(),
-            "environment-start",
-        ));
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok((fixtures_repo, prepared)),
     }
-    Ok((kubeconfig, fixtures_repo, prepared, report))
 }
 
 /// Starts every cluster at once, one thread each, on its share of the port block; returns each

@@ -152,15 +152,13 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             &toolchain,
         )
     })();
-    Common::environment(
-        running,
-        |r| &r.common,
-        toolchain,
-        started,
-        served,
-        "kind-environment-start",
-        options,
-    )
+    let kubectl = running.common.kubectl.clone();
+    let reach = crate::provider::Reach {
+        kubectl: &kubectl.kubectl,
+        kubeconfig: &kubectl.kubeconfig,
+        label: "kind-environment-start",
+    };
+    crate::provider::finish_start(running, started, reach, served, toolchain, options)
 }
 
 /// The node image, the images to load and the Flux manifest: built here (`local`), or upstream's
