@@ -108,6 +108,14 @@ impl ProviderOptions {
     }
 }
 
+/// How every provider's start begins, before anything is built, created or taken: the
+/// prerequisites (everything missing at once) and what is served (a wrong `--gitops`,
+/// `--cluster-path` or `--sops-age-key`), each failing in one line. Returns what is served.
+pub(crate) fn begin_start(options: &ProviderOptions) -> Result<Served> {
+    crate::toolchain::prerequisites::check()?;
+    options.gitops.resolve()
+}
+
 /// What a start used to reach its clusters: the kubectl binary, the merged kubeconfig, and the
 /// label its diagnostics are saved under.
 pub(crate) struct Reach<'a> {

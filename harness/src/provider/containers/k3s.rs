@@ -144,10 +144,7 @@ struct K3sRunning {
 /// Starts both k3s containers, installs Flux and bootstraps the fixtures; on failure everything
 /// started is removed again and the error names the diagnostics directory.
 pub fn start(options: &ProviderOptions) -> Result<Environment> {
-    // Fail fast, before anything is built or created.
-    crate::toolchain::prerequisites::check()?;
-    // A wrong --gitops / --cluster-path / --sops-age-key fails here, before anything starts.
-    let served = options.gitops.resolve()?;
+    let served = crate::provider::begin_start(options)?;
     require_docker_engine()?;
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure(&[Tool::Kubernetes, Tool::Task, Tool::Flux])?;

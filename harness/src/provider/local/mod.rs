@@ -55,9 +55,7 @@ pub struct Phases {
 /// Step by step: prerequisites and the served repository (fail fast), tools, a clean state
 /// directory, a port block, then [`bring_up`].
 pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
-    // Fail fast, naming everything missing, before anything is built.
-    crate::toolchain::prerequisites::check()?;
-    let served = options.gitops.resolve()?;
+    let served = super::begin_start(options)?;
     let started = Instant::now();
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;

@@ -85,10 +85,7 @@ fn kind_network_gateway() -> Result<Ipv4Addr> {
 /// Creates both kind clusters, installs Flux and bootstraps the fixtures; on failure everything
 /// created is deleted again and the error names the diagnostics directory.
 pub fn start(options: &ProviderOptions) -> Result<Environment> {
-    // Fail fast, naming everything missing, before anything is built or created.
-    crate::toolchain::prerequisites::check()?;
-    // A wrong --gitops / --cluster-path / --sops-age-key fails here, before anything starts.
-    let served = options.gitops.resolve()?;
+    let served = crate::provider::begin_start(options)?;
     let source = ImageSource::from_env()?;
     let state_dir = options.state_dir.clone();
     // A crashed run's own Docker engine is stopped first, so that it is not taken for a foreign
