@@ -55,6 +55,9 @@ impl Build {
     }
 }
 
+/// The bound of one `kubectl kustomize` (a large app directory builds in well under a second).
+const KUSTOMIZE_BOUND: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub(super) const KUSTOMIZATION_FILES: [&str; 3] =
     ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
@@ -86,23 +89,17 @@ pub(super) fn build(checkout: &Path, build: &Build, tools: &Tools) -> Result<Vec
         )?;
         wrapper.path().to_path_buf()
     };
-    let out = duct::cmd!(
-        &tools.kubectl,
-        "kustomize",
-        "--load-restrictor=LoadRestrictionsNone",
-        &target
-    )
-    .stdout_capture()
-    .stderr_capture()
-    .unchecked()
-    .run()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "kubectl kustomize {}: {}",
-        build.path,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    documents(&String::from_utf8_lossy(&out.stdout))
+    let out = crate::sys::exec::run(
+        &format!("kubectl kustomize {}", build.path),
+        duct::cmd!(
+            &tools.kubectl,
+            "kustomize",
+            "--load-restrictor=LoadRestrictionsNone",
+            &target
+        ),
+        KUSTOMIZE_BOUND,
+    )?;
+    documents(&out)
 }
 
 /// The kustomization kustomize-controller generates around a Kustomization's path: the path

@@ -180,13 +180,11 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             &toolchain,
         )
     })();
+    let label = "k3s-environment-start";
     let kubectl = running.common.kubectl.clone();
-    let reach = crate::provider::Reach {
-        kubectl: &kubectl.kubectl,
-        kubeconfig: &kubectl.kubeconfig,
-        label: "k3s-environment-start",
-    };
-    crate::provider::finish_start(running, started, reach, served, toolchain, options)
+    crate::provider::containers::finish(
+        running, kubectl, started, served, toolchain, options, label,
+    )
 }
 
 /// Removes the containers an earlier run in `state_dir` left behind (it died without teardown).

@@ -197,6 +197,25 @@ struct FixturesServer {
     _port: PortBlock,
 }
 
+/// [`crate::provider::finish_start`] for a container provider, whose kubectl and merged
+/// kubeconfig (`kubectl`, of its [`Common`]) reach its clusters.
+pub(crate) fn finish<R: crate::provider::Running + 'static>(
+    running: R,
+    kubectl: Kubectl,
+    started: Result<(FixturesRepo, Prepared)>,
+    served: crate::gitops::Served,
+    toolchain: Toolchain,
+    options: &ProviderOptions,
+    label: &str,
+) -> Result<crate::provider::Environment> {
+    let reach = crate::provider::Reach {
+        kubectl: &kubectl.kubectl,
+        kubeconfig: &kubectl.kubeconfig,
+        label,
+    };
+    crate::provider::finish_start(running, started, reach, served, toolchain, options)
+}
+
 /// What a container environment holds besides its clusters: kubectl on the merged kubeconfig, the
 /// state directory and, once [`Common::bring_up`] ran, the fixtures git server.
 pub(crate) struct Common {

@@ -149,13 +149,11 @@ pub fn start(options: &ProviderOptions) -> Result<Environment> {
             &toolchain,
         )
     })();
+    let label = "kind-environment-start";
     let kubectl = running.common.kubectl.clone();
-    let reach = crate::provider::Reach {
-        kubectl: &kubectl.kubectl,
-        kubeconfig: &kubectl.kubeconfig,
-        label: "kind-environment-start",
-    };
-    crate::provider::finish_start(running, started, reach, served, toolchain, options)
+    crate::provider::containers::finish(
+        running, kubectl, started, served, toolchain, options, label,
+    )
 }
 
 /// The node image, the images to load and the Flux manifest: built here (`local`), or upstream's
