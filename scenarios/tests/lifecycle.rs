@@ -6,8 +6,8 @@ use std::path::Path;
 
 use std::time::Duration;
 
-use harness::provider::ProviderOptions;
 use harness::provider::local;
+use harness::provider::{ProviderKind, ProviderOptions};
 
 fn state_dir(name: &str) -> std::path::PathBuf {
     harness::repo_root()
@@ -18,8 +18,11 @@ fn state_dir(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn teardown_stops_every_process_and_frees_every_port() {
-    let (env, report) =
-        local::start(&ProviderOptions::new(state_dir("lifecycle"))).expect("environment starts");
+    let len = local::PORTS_PER_ENV;
+    let base = harness::processes::free_port_base(25000, len).unwrap();
+    let env = ProviderKind::Local
+        .start(&ProviderOptions::new(state_dir("lifecycle")).port_base(base))
+        .expect("environment starts");
     let processes = env.processes();
     // Per cluster: etcd, apiserver, controller-manager, scheduler, kwok, 4 Flux controllers (the git
     // server is a thread of this process, its port checked below).
@@ -36,7 +39,7 @@ fn teardown_stops_every_process_and_frees_every_port() {
             "{name} (pid {pid}) still running after teardown"
         );
     }
-    for port in report.ports.clone() {
+    for port in base..base + len {
         assert!(
             TcpListener::bind(("127.0.0.1", port)).is_ok(),
             "port {port} still bound after teardown"
@@ -49,10 +52,12 @@ fn teardown_stops_every_process_and_frees_every_port() {
 #[test]
 fn a_second_start_on_an_owned_state_directory_is_refused_and_touches_nothing() {
     let dir = state_dir("owned");
-    let (env, _) = local::start(&ProviderOptions::new(&dir)).expect("environment starts");
+    let env = ProviderKind::Local
+        .start(&ProviderOptions::new(&dir))
+        .expect("environment starts");
     let processes = env.processes();
     let kubeconfig = std::fs::read(dir.join("kubeconfig")).unwrap();
-    let err = match local::start(&ProviderOptions::new(&dir)) {
+    let err = match ProviderKind::Local.start(&ProviderOptions::new(&dir)) {
         Ok(_) => panic!("a second environment started in {}", dir.display()),
         Err(e) => e,
     };
@@ -77,8 +82,9 @@ fn a_second_start_on_an_owned_state_directory_is_refused_and_touches_nothing() {
     }
     assert_eq!(std::fs::read(dir.join("kubeconfig")).unwrap(), kubeconfig);
     drop(env);
-    let (again, _) =
-        local::start(&ProviderOptions::new(&dir)).expect("free once the first is gone");
+    let again = ProviderKind::Local
+        .start(&ProviderOptions::new(&dir))
+        .expect("free once the first is gone");
     drop(again);
 }
 
@@ -88,7 +94,7 @@ fn a_taken_port_fails_fast_naming_the_port_and_the_fix() {
     let port = blocker.local_addr().unwrap().port();
     let dir = state_dir("taken-port");
     let options = ProviderOptions::new(&dir).port_base(port);
-    let err = match local::start(&options) {
+    let err = match ProviderKind::Local.start(&options) {
         Ok(_) => panic!("started although 127.0.0.1:{port} is taken"),
         Err(e) => e,
     };
@@ -121,7 +127,7 @@ fn a_failed_start_with_retain_stays_up_until_harness_down() {
     let options = ProviderOptions::new(&dir)
         .ready_timeout(Duration::from_secs(1))
         .retain(true);
-    let err = match local::start(&options) {
+    let err = match ProviderKind::Local.start(&options) {
         Ok(_) => panic!("the fixtures were Ready within 1 s: this test needs a failing start"),
         Err(e) => format!("{e:#}"),
     };

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use harness::assertions;
-use harness::provider::local;
-use harness::provider::{Environment, ProviderKind, ProviderOptions};
+use harness::provider::{Environment, Progress, ProviderKind, ProviderOptions};
 use harness::toolchain::{Tool, Toolchain};
 
 use super::state::{stop_leftovers, supervisor_pid};
@@ -28,6 +27,9 @@ pub fn up(provider: ProviderKind, options: ProviderOptions) -> Result<()> {
         let _runtime = rt.enter();
         Shutdown::listen()?
     };
+    let options = options.progress(Progress::new(|cluster, step| {
+        eprintln!("harness: {cluster}: {step}")
+    }));
     let (env, took) = match start_unless_stopped(provider, options, &mut shutdown) {
         Ok(Some(started)) => started,
         Ok(None) => {
@@ -84,10 +86,7 @@ fn start_unless_stopped(
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let started = std::time::Instant::now();
-        let env = match provider {
-            ProviderKind::Local => local::start(&options).map(|(env, _)| env),
-            other => other.start(&options),
-        };
+        let env = provider.start(&options);
         let _ = tx.send(env.map(|env| (env, started.elapsed())));
     });
     let started = harness::processes::runtime().block_on(async {

@@ -13,6 +13,7 @@ pub use reaper::retain;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -45,6 +46,61 @@ pub struct ProviderOptions {
     pub retain: bool,
     /// The GitOps repository to serve (`fixtures/gitops` unless given) and how.
     pub gitops: GitopsOptions,
+    /// Told each step of a cluster's start as it completes (what `harness bench` times).
+    pub progress: Progress,
+}
+
+/// A step of one cluster's start, announced when it is done, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The control plane answers.
+    ControlPlane,
+    /// Flux is installed and its controllers are healthy.
+    Flux,
+    /// The served repository's objects are Ready (or settled).
+    Fixtures,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::ControlPlane => "control plane answers",
+            Step::Flux => "Flux installed and healthy",
+            Step::Fixtures => "served repository Ready",
+        })
+    }
+}
+
+/// Who is told of each [`Step`] of a start: nobody by default. The start announces its steps and
+/// the listener keeps its own clock, so timing a start needs nothing back from it (as kind's
+/// status logger).
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<Listener>>);
+
+/// What hears a [`Step`]: the cluster's name and the step.
+type Listener = dyn Fn(&str, Step) + Send + Sync;
+
+impl Progress {
+    pub fn new(listener: impl Fn(&str, Step) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(listener)))
+    }
+
+    /// Announces that `cluster` finished `step`.
+    pub(crate) fn done(&self, cluster: &str, step: Step) {
+        if let Some(listener) = &self.0 {
+            listener(cluster, step);
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(listener)"
+        } else {
+            "Progress(none)"
+        })
+    }
 }
 
 impl ProviderOptions {
@@ -58,6 +114,7 @@ impl ProviderOptions {
             flux_timeout: Duration::from_secs(300),
             retain: crate::config::get().retain,
             gitops: GitopsOptions::from_env(),
+            progress: Progress::default(),
         }
     }
 
@@ -83,6 +140,11 @@ impl ProviderOptions {
 
     pub fn gitops(mut self, gitops: GitopsOptions) -> Self {
         self.gitops = gitops;
+        self
+    }
+
+    pub fn progress(mut self, progress: Progress) -> Self {
+        self.progress = progress;
         self
     }
 
@@ -191,7 +253,7 @@ impl ProviderKind {
     /// Starts (or, for `existing`, connects to) the two clusters.
     pub fn start(self, options: &ProviderOptions) -> Result<Environment> {
         match self {
-            Self::Local => Ok(local::start(options)?.0),
+            Self::Local => local::start(options),
             Self::Existing => existing::start(existing::kubeconfig_from_env()?),
             Self::Kind => containers::kind::start(options),
             Self::K3s => start_k3s(options),

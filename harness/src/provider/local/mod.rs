@@ -9,11 +9,10 @@ mod running;
 
 use std::fs;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::{Environment, ProviderOptions};
+use super::{Environment, ProviderOptions, Step};
 use crate::apply;
 use crate::fixtures;
 use crate::gitops::Served;
@@ -30,36 +29,14 @@ use running::{LocalCluster, LocalRunning};
 /// per cluster, the stand-ins' registry.
 pub const PORTS_PER_ENV: u16 = 2 + ClusterPorts::LEN * CLUSTERS.len() as u16;
 
-/// Timings of one start, for docs and benchmarks.
-#[derive(Debug, Clone, Default)]
-pub struct StartReport {
-    /// The ports on 127.0.0.1 the environment owns.
-    pub ports: std::ops::Range<u16>,
-    pub toolchain: Duration,
-    pub total: Duration,
-    pub per_cluster: Vec<(String, Duration)>,
-    /// Per cluster: control plane up, Flux installed and healthy, fixtures Ready (each from the
-    /// end of the previous phase).
-    pub phases: Vec<(String, Phases)>,
-}
-
-/// Durations of the phases of one cluster's start.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Phases {
-    pub control_plane: Duration,
-    pub flux: Duration,
-    pub fixtures: Duration,
-}
-
 /// Starts both clusters; on failure everything started is stopped and the error names the logs.
 /// Step by step: prerequisites and the served repository (fail fast), tools, a clean state
 /// directory, a port block, then [`bring_up`].
-pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
+/// Each cluster's steps are announced to `options.progress`.
+pub fn start(options: &ProviderOptions) -> Result<Environment> {
     let served = super::begin_start(options)?;
-    let started = Instant::now();
     let toolchain = Toolchain::from_env()?;
     toolchain.ensure_all()?;
-    let toolchain_time = started.elapsed();
     let state_dir = options.state_dir.clone();
     let owner = super::fresh_state_dir(
         &state_dir,
@@ -74,21 +51,14 @@ pub fn start(options: &ProviderOptions) -> Result<(Environment, StartReport)> {
         ports: reserve_ports(options)?,
         _owner: owner,
     };
-    let mut report = StartReport {
-        ports: running.ports.range(),
-        ..StartReport::default()
-    };
-    let brought_up = bring_up(&running, &served, options, &mut report);
+    let brought_up = bring_up(&running, &served, options);
     let kubectl = toolchain.binary(Tool::Kubernetes, "kubectl");
     let reach = super::Reach {
         kubectl: &kubectl,
         kubeconfig: &state_dir.join("kubeconfig"),
         label: "environment-start",
     };
-    let env = super::finish_start(running, brought_up, reach, served, toolchain, options)?;
-    report.toolchain = toolchain_time;
-    report.total = started.elapsed();
-    Ok((env, report))
+    super::finish_start(running, brought_up, reach, served, toolchain, options)
 }
 
 /// The environment's port block: `--port-base` exactly (failing in one line when taken), else the
@@ -108,12 +78,11 @@ fn reserve_ports(options: &ProviderOptions) -> Result<PortBlock> {
 
 /// The git server, both clusters at once ([`start_cluster`]), the merged kubeconfig (also after a
 /// failure: the diagnostics read the clusters through it). Returns the served repository and its
-/// stand-ins; fills in `report`'s per-cluster timings.
+/// stand-ins.
 fn bring_up(
     running: &LocalRunning,
     served: &Served,
     options: &ProviderOptions,
-    report: &mut StartReport,
 ) -> Result<(crate::gitops::gitserver::FixturesRepo, Prepared)> {
     let state_dir = &running.state_dir;
     let base = running.ports.base;
@@ -138,18 +107,9 @@ fn bring_up(
         url: fixtures_repo.url(),
         prepared: &prepared,
     };
-    let mut first_error = None;
-    for result in start_clusters(running, repo, options) {
-        match result {
-            Ok((cluster, (phases, took))) => {
-                report.per_cluster.push((cluster.to_string(), took));
-                report.phases.push((cluster.to_string(), phases));
-            }
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
+    let first_error = start_clusters(running, repo, options)
+        .into_iter()
+        .find_map(Result::err);
     let kubeconfig = state_dir.join("kubeconfig");
     {
         let clusters = running.clusters.lock().unwrap();
@@ -163,12 +123,12 @@ fn bring_up(
 }
 
 /// Starts every cluster at once, one thread each, on its share of the port block; returns each
-/// cluster's outcome with its start time.
+/// cluster's outcome.
 fn start_clusters(
     running: &LocalRunning,
     repo: ServedAt<'_>,
     options: &ProviderOptions,
-) -> Vec<Result<(&'static str, (Phases, Duration))>> {
+) -> Vec<Result<()>> {
     // kwok's stages for nodes, pods and volumes (without them, kwokctl's defaults: no volumes).
     let stages = match kwok::Stages::from_module(&running.toolchain) {
         Ok(stages) => Some(stages),
@@ -184,8 +144,7 @@ fn start_clusters(
         let ports = ClusterPorts {
             base: running.ports.base + 1 + i as u16 * ClusterPorts::LEN,
         };
-        let t = Instant::now();
-        start_cluster(running, name, ports, repo, options, stages).map(|p| (name, (p, t.elapsed())))
+        start_cluster(running, name, ports, repo, options, stages)
     })
 }
 
@@ -198,7 +157,8 @@ struct ServedAt<'a> {
 }
 
 /// One cluster of `running`: its control plane (kwok), Flux, the served repository; what of it
-/// started is kept in `running.clusters`, whether the start succeeds or not.
+/// started is kept in `running.clusters`, whether the start succeeds or not. Each step done is
+/// announced to `options.progress`.
 fn start_cluster(
     running: &LocalRunning,
     name: &str,
@@ -206,10 +166,8 @@ fn start_cluster(
     repo: ServedAt,
     options: &ProviderOptions,
     stages: Option<&kwok::Stages>,
-) -> Result<Phases> {
+) -> Result<()> {
     let (toolchain, state_dir) = (&running.toolchain, running.state_dir.as_path());
-    let t = Instant::now();
-    let mut phases = Phases::default();
     let dir = state_dir.join("clusters").join(name);
     let log_dir = dir.join("flux");
     let kwok = KwokCluster::create(
@@ -224,7 +182,7 @@ fn start_cluster(
         ),
         state_dir,
     )?;
-    phases.control_plane = t.elapsed();
+    options.progress.done(name, Step::ControlPlane);
     let rt = crate::sys::exec::runtime();
     // Whatever happens next, what runs belongs to `running`: a failed start drops or retains it
     // in one place ([`ProviderOptions::failed_start`]).
@@ -257,7 +215,7 @@ fn start_cluster(
             &log_dir,
             state_dir,
         )?);
-        phases.flux = t.elapsed() - phases.control_plane;
+        options.progress.done(name, Step::Flux);
         let ready = rt.block_on(fixtures::bootstrap(
             &client,
             repo.served,
@@ -273,6 +231,6 @@ fn start_cluster(
     })();
     running.clusters.lock().unwrap().push(cluster);
     started?;
-    phases.fixtures = t.elapsed() - phases.control_plane - phases.flux;
-    Ok(phases)
+    options.progress.done(name, Step::Fixtures);
+    Ok(())
 }
