@@ -7,7 +7,8 @@
 pub use crate::provider::reaper::{kind_left, left_after};
 pub use crate::sys::exec::{alive, copy_tree, descendants, runtime, signal_group};
 pub use crate::sys::path::which;
-pub use crate::sys::process::{reap_stale, recorded_pids, wait_for};
+pub use crate::sys::poll::wait_for;
+pub use crate::sys::process::{reap_stale, recorded_pids};
 
 /// The first port of a free block of `len` loopback ports at or above `from` (released again:
 /// whoever starts on it reserves it).

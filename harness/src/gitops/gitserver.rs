@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::sys::process::wait_for;
+use crate::sys::poll::wait_for;
 
 /// A git checkout the harness commits fixture changes into, pushed to the served bare repository.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -107,19 +107,18 @@ fn watch(state_dir: &Path) -> i32 {
         return 0;
     }
     // The owner's lock goes with its last file descriptor; a new owner may have taken it since.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let _lock = loop {
-        match crate::sys::lock::try_exclusive(&state_dir.join("owner.lock")) {
-            Ok(Some(lock)) => break lock,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            Ok(None) => {
-                eprintln!("reaper {at}: a new owner holds the directory; it reaps for itself");
-                return 0;
-            }
-            Err(e) => {
-                eprintln!("reaper {at}: {e:#}");
-                return 1;
-            }
+    let lock = crate::sys::poll::until(Duration::from_secs(10), Duration::from_millis(100), || {
+        crate::sys::lock::try_exclusive(&state_dir.join("owner.lock")).transpose()
+    });
+    let _lock = match lock {
+        Some(Ok(lock)) => lock,
+        None => {
+            eprintln!("reaper {at}: a new owner holds the directory; it reaps for itself");
+            return 0;
+        }
+        Some(Err(e)) => {
+            eprintln!("reaper {at}: {e:#}");
+            return 1;
         }
     };
     match super::reap_leftovers(state_dir) {
@@ -165,7 +164,7 @@ pub fn left_after(
             .collect();
         (processes, ports)
     };
-    let gone = crate::sys::process::wait_for("the environment to be gone", bound, || {
+    let gone = crate::sys::poll::wait_for("the environment to be gone", bound, || {
         let now = left();
         Ok((now.0.is_empty() && now.1.is_empty()).then_some(now))
     });

@@ -44,16 +44,10 @@ pub fn alive(pid: u32) -> bool {
 
 /// Waits until `pid` is gone (or a zombie) for at most `bound`; true when it is.
 pub fn wait_gone(pid: u32, bound: Duration) -> bool {
-    let deadline = Instant::now() + bound;
-    loop {
-        if !alive(pid) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    super::poll::until(bound, Duration::from_millis(20), || {
+        (!alive(pid)).then_some(())
+    })
+    .is_some()
 }
 
 /// `pid` and every live process below it, parents before children.
@@ -126,23 +120,21 @@ pub fn bounded(
     };
     let started = Instant::now();
     let mut next_tick = Duration::from_secs(1);
-    loop {
-        if let Some(out) = handle.try_wait()? {
-            let out = out.clone();
-            kill_group();
-            return Ok(Some(out));
-        }
+    let finished = super::poll::until(timeout, Duration::from_millis(20), || {
         let elapsed = started.elapsed();
-        if elapsed > timeout {
-            kill_group();
-            let _ = handle.kill();
-            return Ok(None);
-        }
         if elapsed >= next_tick {
             tick(elapsed);
             next_tick += Duration::from_secs(1);
         }
-        std::thread::sleep(Duration::from_millis(20));
+        handle.try_wait().transpose()
+    });
+    kill_group();
+    match finished {
+        Some(out) => Ok(Some(out?.clone())),
+        None => {
+            let _ = handle.kill();
+            Ok(None)
+        }
     }
 }
 

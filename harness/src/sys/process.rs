@@ -6,11 +6,13 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+
+use super::poll::until;
 
 /// Environment variable stamped on every process the harness starts, naming its state directory, so
 /// that a later run can tell its own leftovers from anything else on the machine.
@@ -142,14 +144,9 @@ fn terminate_pid(pid: u32, grace: Duration, mut gone: impl FnMut() -> bool) {
     if kill(pid, Signal::SIGTERM).is_err() {
         return;
     }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if gone() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if until(grace, Duration::from_millis(50), || gone().then_some(())).is_none() {
+        let _ = kill(pid, Signal::SIGKILL);
     }
-    let _ = kill(pid, Signal::SIGKILL);
 }
 
 /// Stops processes left by an earlier run that died without tearing down (a crash, SIGKILL):
@@ -206,19 +203,16 @@ fn terminate_all(targets: &[(u32, String)]) {
         let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
     }
     let gone = |pid: u32| !crate::sys::exec::alive(pid);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && !targets.iter().all(|(pid, _)| gone(*pid)) {
-        std::thread::sleep(Duration::from_millis(50));
+    let all_gone = || targets.iter().all(|(pid, _)| gone(*pid)).then_some(());
+    if until(Duration::from_secs(10), Duration::from_millis(50), all_gone).is_some() {
+        return;
     }
     for (pid, _) in targets {
         if !gone(*pid) {
             let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline && !targets.iter().all(|(pid, _)| gone(*pid)) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until(Duration::from_secs(5), Duration::from_millis(20), all_gone);
 }
 
 /// `(name, pid, alive)` of every pid file under `state_dir` (the harness' own and kwokctl's).
@@ -393,25 +387,6 @@ impl PortBlock {
 fn lock_block(base: u16) -> Result<Option<super::lock::FileLock>> {
     let dir = std::env::temp_dir().join("k8s-ops-harness-ports");
     super::lock::try_exclusive(&dir.join(format!("{base}.lock")))
-}
-
-/// Polls `check` until it returns `Ok(Some(_))`; `Ok(None)` means "not yet", an error ends the
-/// wait at once (e.g. the process being waited for has died). Fails after `timeout` naming `what`.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check()? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[cfg(test)]

@@ -7,10 +7,12 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use crate::sys::path::find_in;
+use crate::sys::poll::until;
 
 /// The oldest Go that builds every pinned tool (`toolchain/versions.yaml`).
 pub const MIN_GO: (u32, u32) = (1, 25);
@@ -99,18 +101,14 @@ fn parse_go_version(version: &str) -> Option<(u32, u32)> {
 /// Trimmed stdout of `program args` run with `PATH=path`.
 fn output(program: &Path, args: &[&str], path: &OsStr) -> Result<String> {
     let run = || Command::new(program).args(args).env("PATH", path).output();
-    let mut out = run();
     // ETXTBSY: a script just written is still open in a child forked meanwhile by another thread
     // (tests write stand-ins and run git at once); it passes as soon as that child execs.
-    for _ in 0..10 {
-        match &out {
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                out = run();
-            }
-            _ => break,
-        }
-    }
+    let busy = Duration::from_millis(200);
+    let out = until(busy, Duration::from_millis(20), || match run() {
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32) => None,
+        out => Some(out),
+    })
+    .unwrap_or_else(run);
     let out = out.with_context(|| format!("running {}", program.display()))?;
     if !out.status.success() {
         bail!(

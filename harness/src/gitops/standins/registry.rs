@@ -32,7 +32,7 @@ impl Registry {
         };
         let mut process = ManagedProcess::spawn("registry", command, &logs, state_dir)?;
         let url = format!("http://127.0.0.1:{port}/v2/");
-        let up = crate::sys::process::wait_for(
+        let up = crate::sys::poll::wait_for(
             "the local registry to answer",
             Duration::from_secs(30),
             || {

@@ -107,7 +107,7 @@ impl Engine {
         let mut slot = self.daemon.lock().unwrap();
         *slot = Some(daemon);
         let daemon = slot.as_mut().expect("just set");
-        crate::sys::process::wait_for(
+        crate::sys::poll::wait_for(
             &format!("dockerd to answer on {SOCKET} (log: {})", log.display()),
             Duration::from_secs(60),
             || {

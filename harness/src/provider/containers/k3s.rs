@@ -267,7 +267,7 @@ impl K3sRunning {
         let mut parts = Vec::new();
         for c in clusters.iter() {
             let port = c.container.get_host_port_ipv4(KUBE_SECURE_PORT)?;
-            let yaml = crate::sys::process::wait_for(
+            let yaml = crate::sys::poll::wait_for(
                 &format!("{}/k3s.yaml", self.conf_dir(&c.name).display()),
                 Duration::from_secs(60),
                 || Ok(c.container.image().read_kube_config().ok()),

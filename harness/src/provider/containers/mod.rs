@@ -174,7 +174,7 @@ impl Kubectl {
 
     /// Waits (at most 2 minutes) until the API server of `cluster` no longer answers `/readyz`.
     pub fn wait_api_down(&self, cluster: &str) -> Result<()> {
-        crate::sys::process::wait_for(
+        crate::sys::poll::wait_for(
             &format!("the API server of {cluster} to stop"),
             Duration::from_secs(120),
             || {

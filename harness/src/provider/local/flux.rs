@@ -17,7 +17,8 @@ use kube::runtime::wait::{await_condition, conditions};
 use super::kwok::ClusterPorts;
 use crate::apply;
 use crate::flux::{CONTROLLERS, NAMESPACE};
-use crate::sys::process::{LogFiles, ManagedProcess, wait_for};
+use crate::sys::poll::wait_for;
+use crate::sys::process::{LogFiles, ManagedProcess};
 use crate::toolchain::{Tool, Toolchain};
 
 /// Labels `flux check` and `flux logs` select Flux components by.

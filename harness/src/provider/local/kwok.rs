@@ -130,7 +130,7 @@ impl KwokCluster {
     /// kube-apiserver has died.
     fn wait_ready(&self, toolchain: &Toolchain) -> Result<()> {
         let kubectl = toolchain.binary(Tool::Kubernetes, "kubectl");
-        process::wait_for(
+        crate::sys::poll::wait_for(
             &format!("cluster {} API server to be ready", self.name),
             Duration::from_secs(90),
             || {

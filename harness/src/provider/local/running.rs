@@ -177,7 +177,7 @@ impl Running for LocalRunning {
         process::reap_stale(&self.state_dir);
         // A killed Go process can still hold its sockets for a moment after its pid looks gone
         // (other threads still exiting): return only once every port is free again (bounded).
-        let _ = process::wait_for(
+        let _ = crate::sys::poll::wait_for(
             "the environment's ports to be free",
             Duration::from_secs(15),
             || {

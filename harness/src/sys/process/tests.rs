@@ -1,6 +1,7 @@
 //! Tests of `process`.
 
 use super::*;
+use crate::sys::poll::wait_for;
 
 #[test]
 fn cri_lines_have_rfc3339_nanos_stream_and_full_tag() {

@@ -130,7 +130,7 @@ fn preload_into(container: &str, images: &[String]) -> Result<()> {
         ]),
         Duration::from_secs(30),
     )?;
-    crate::sys::process::wait_for(
+    crate::sys::poll::wait_for(
         "containerd in the node build container",
         Duration::from_secs(60),
         || {
