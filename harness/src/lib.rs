@@ -22,7 +22,7 @@ pub mod provider;
 pub(crate) mod sys;
 pub(crate) mod task_runner;
 pub mod toolchain;
-pub mod topology;
+pub(crate) mod topology;
 
 pub use apply::apply_yaml;
 pub use environment::Environment;

@@ -7,8 +7,7 @@
 
 use std::time::Duration;
 
-use harness::provider::ProviderOptions;
-use harness::provider::containers::engine::Engine;
+use harness::provider::{ProviderKind, ProviderOptions};
 
 #[test]
 #[ignore = "kind provider only: HARNESS_PROVIDER=kind cargo test -p scenarios --test kind_failures -- --include-ignored"]
@@ -16,14 +15,13 @@ fn a_cluster_create_past_its_bound_fails_in_one_line_and_leaves_nothing() {
     let dir = harness::repo_root().join("target/harness/kind-failures");
     // Held by the test, so the provider finds an engine it did not start and leaves it running
     // for the checks below (stopped when the test ends).
-    let engine = Engine::ensure(&dir.with_file_name("kind-failures-engine")).unwrap();
-    let toolchain = harness::toolchain::Toolchain::from_env().unwrap();
-    let probe = harness::provider::containers::images::ensure_fixture_app(&toolchain).unwrap();
-    engine.ensure_privileged(&probe).unwrap();
+    let engine =
+        harness::provider::hold_engine_for_kind(&dir.with_file_name("kind-failures-engine"))
+            .unwrap();
     let options = ProviderOptions::new(&dir)
         .create_timeout(Duration::from_secs(10))
         .retain(false);
-    let err = match harness::provider::containers::kind::start(&options) {
+    let err = match ProviderKind::Kind.start(&options) {
         Ok(_) => panic!("both kind clusters were created within 10 s"),
         Err(e) => e,
     };

@@ -43,7 +43,7 @@ esac
 "#;
 
 fn repo_config(cluster: &str) -> PathBuf {
-    harness::provider::containers::kind::config_path(cluster)
+    harness::provider::kind_config_path(cluster)
 }
 
 fn kind_binary() -> &'static Path {

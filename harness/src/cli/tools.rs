@@ -1,7 +1,6 @@
 //! `harness images` and `harness toolchain`: they need no environment and never touch one.
 
 use anyhow::Result;
-use harness::processes as process;
 use harness::toolchain::{Tool, Toolchain};
 use std::path::PathBuf;
 
@@ -11,13 +10,7 @@ use std::path::PathBuf;
 pub fn images() -> Result<()> {
     harness::toolchain::prerequisites::check()?;
     let toolchain = Toolchain::from_env()?;
-    // A Docker engine an earlier, killed run of this command started is stopped first; a second
-    // `harness images` running meanwhile is refused instead.
-    let engine_dir = toolchain.cache_root().join("engine");
-    let _owner = harness::provider::Owner::claim(&engine_dir)?;
-    process::reap_stale(&engine_dir);
-    let engine = harness::provider::containers::engine::Engine::ensure(&engine_dir)?;
-    let images = harness::provider::containers::images::ensure_kind_images(&toolchain, &engine)?;
+    let images = harness::provider::kind_images(&toolchain)?;
     println!("node image   {}", images.node);
     for image in &images.load {
         println!("kind load    {image}");

@@ -3,7 +3,7 @@
 //! owns the processes), the clusters ([`CLUSTERS`], from `topology`) and what a failure
 //! leaves behind ([`diagnostics`]). Providers build it; scenarios and `harness up` use it.
 
-pub mod diagnostics;
+pub(crate) mod diagnostics;
 
 pub use crate::topology::CLUSTERS;
 

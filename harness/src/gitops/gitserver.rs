@@ -139,7 +139,6 @@ fn publish(repos: &Path, name: &str, work: &Path, message: &str) -> Result<PathB
 #[derive(Debug)]
 pub struct GitServer {
     server: http::HttpServer,
-    port: u16,
 }
 
 impl GitServer {
@@ -188,11 +187,7 @@ impl GitServer {
                 .filter(|o| !o.is_empty()))
         })
         .with_context(|| format!("git server did not come up; see {}", log.display()))?;
-        Ok((Self { server, port }, FixturesRepo { work, url }))
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
+        Ok((Self { server }, FixturesRepo { work, url }))
     }
 
     /// Fails naming its log when the server is no longer serving (its thread ended).
@@ -367,7 +362,7 @@ mod tests {
         // Not HTTP at all: hyper answers 400 and the connection's failure is logged.
         {
             use std::io::{Read, Write};
-            let mut raw = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+            let mut raw = std::net::TcpStream::connect(("127.0.0.1", block.base)).unwrap();
             raw.write_all(b"NOT HTTP\r\n\r\n").unwrap();
             let mut answer = String::new();
             let _ = raw.read_to_string(&mut answer);

@@ -9,9 +9,11 @@
 //! the environment's own Flux and its `flux-system` objects, pointing at the served copy, take their
 //! place, as if `flux bootstrap` had run against that copy.
 
-pub mod gitserver;
+pub(crate) mod gitserver;
 pub mod render;
 pub mod standins;
+
+pub use gitserver::FixturesRepo;
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

@@ -2,12 +2,14 @@
 //! Every provider hands back the same [`Environment`], so the scenarios do not care which one ran.
 //! Each provider's [`Running`] owns its state directory ([`Owner`]) and whatever it started.
 
-pub mod containers;
+pub(crate) mod containers;
 pub mod existing;
 pub mod local;
-pub mod owner;
+pub(crate) mod owner;
 pub(crate) mod reaper;
 
+pub use containers::images::KindImages;
+pub use containers::{hold_engine_for_kind, kind_config_path, kind_images};
 pub use owner::Owner;
 pub use reaper::retain;
 

@@ -13,7 +13,7 @@ pub mod kind;
 pub mod packages;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,6 +29,33 @@ use crate::gitops::standins::{self, Prepared};
 use crate::sys::exec::run;
 use crate::sys::process::PortBlock;
 use crate::toolchain::{Tool, Toolchain};
+
+/// `kind-configs/<cluster>.yaml` of this checkout: the kind provider's cluster configuration.
+pub fn kind_config_path(cluster: &str) -> PathBuf {
+    kind::config_path(cluster)
+}
+
+/// The kind images (`harness images`), built here when absent. Needs no environment: a Docker
+/// engine it starts keeps its state in the tool cache (stopped first if an earlier, killed run
+/// left it; a second run meanwhile is refused), never in an environment's state directory.
+pub fn kind_images(toolchain: &Toolchain) -> Result<images::KindImages> {
+    let engine_dir = toolchain.cache_root().join("engine");
+    let _owner = super::Owner::claim(&engine_dir)?;
+    crate::sys::process::reap_stale(&engine_dir);
+    let engine = engine::Engine::ensure(&engine_dir)?;
+    images::ensure_kind_images(toolchain, &engine)
+}
+
+/// A Docker engine able to run kind's privileged node containers, held until the value is
+/// dropped: the one running, else one started with its state in `dir` (stopped on drop). A kind
+/// start beside it finds an engine it did not start and leaves it up, so what that start left
+/// can still be listed afterwards.
+pub fn hold_engine_for_kind(dir: &Path) -> Result<impl Drop + use<>> {
+    let engine = engine::Engine::ensure(dir)?;
+    let probe = images::ensure_fixture_app(&Toolchain::from_env()?)?;
+    engine.ensure_privileged(&probe)?;
+    Ok(engine)
+}
 
 /// Where Flux's install manifest comes from: `HARNESS_FLUX_INSTALL_MANIFEST` (a local file), else
 /// the release asset of the pinned flux version (`toolchain/versions.yaml`).

@@ -44,10 +44,6 @@ impl ClusterPorts {
         assert!(index < Self::LEN - 6, "cluster port block exhausted");
         self.base + 6 + index
     }
-
-    pub fn all(&self) -> Vec<u16> {
-        (self.base..self.base + Self::LEN).collect()
-    }
 }
 
 /// A running kwokctl cluster and the kubeconfig (one context, named after the cluster) to reach it.
@@ -151,14 +147,6 @@ impl KwokCluster {
                 Ok(ready.is_ok_and(|out| out == "ok").then_some(()))
             },
         )
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn ports(&self) -> ClusterPorts {
-        self.ports
     }
 
     /// kubeconfig with one context named after the cluster (client certificate auth).
@@ -363,11 +351,6 @@ pub fn merged_kubeconfig(clusters: &[&KwokCluster], current: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\ncurrent-context: {current}\nclusters:\n{clusters_yaml}users:\n{users_yaml}contexts:\n{contexts_yaml}"
     )
-}
-
-/// Context used for errors: the kwokctl transcript of a cluster directory.
-pub fn create_log(workdir: &Path) -> Result<String> {
-    fs::read_to_string(workdir.join("kwokctl-create.log")).context("no kwokctl transcript")
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! process) shared by both clusters.
 
 pub(crate) mod flux;
-pub mod kwok;
+pub(crate) mod kwok;
 mod running;
 
 use std::fs;
