@@ -11,17 +11,17 @@ source "${BASH_SOURCE[0]%/*}/common.sh"
 # plus the suspend record in the same request (suspend_patch); kubectl patches the objects of its
 # stdin list one by one, in order, going on after a failed one, and prints each stored object: the
 # write is its own read-back.
-SUSPEND_PATCH=""
 
-# suspend_patch <batch id or "">: SUSPEND_PATCH = spec.suspend=true with the record: who
-#   (SUSPENDED_BY, else $USER@$HOSTNAME), when (now, UTC), why (REASON) and the batch; an empty
-#   REASON or batch removes an earlier one. Inputs were validated (no '"', '\', control chars).
+# suspend_patch <batch id or "">: out: spec.suspend=true with the record: who (SUSPENDED_BY, else
+#   $USER@$HOSTNAME), when (now, UTC), why (REASON) and the batch; an empty REASON or batch removes
+#   an earlier one. Inputs were validated (no '"', '\', control chars).
 suspend_patch() {
   local by=${SUSPENDED_BY:-${USER:-$(id -un 2>/dev/null || echo unknown)}@${HOSTNAME:-unknown}} at reason=null batch=null
   TZ=UTC printf -v at '%(%Y-%m-%dT%H:%M:%SZ)T' -1
   [[ -n $REASON ]] && reason="\"$REASON\""
   [[ -n $1 ]] && batch="\"$1\""
-  SUSPEND_PATCH='{"metadata":{"annotations":{"'$RECORD_BY'":"'$by'","'$RECORD_AT'":"'$at'","'$RECORD_REASON'":'$reason',"'$RECORD_BATCH'":'$batch'}},"spec":{"suspend":true}}'
+  printf '{"metadata":{"annotations":{"%s":"%s","%s":"%s","%s":%s,"%s":%s}},"spec":{"suspend":true}}' \
+    "$RECORD_BY" "$by" "$RECORD_AT" "$at" "$RECORD_REASON" "$reason" "$RECORD_BATCH" "$batch"
 }
 
 # The resume patch: spec.suspend=false and the record removed, in one request (flux resume then
@@ -58,18 +58,17 @@ read_state() {
 # The write's kubectl patch, started before the list it will act on (patcher_start): its start-up,
 # most of its time, overlaps the list. It reads its objects from stdin and writes nothing until
 # patch_rows hands them over; when the script ends first, on_exit closes its stdin unfed.
+# PATCHER_PATCH is the patch it applies (shown with the command).
 PATCHER_OUT="" PATCHER_WAIT="" PATCHER_SHELL="" PATCHER_PATCH=""
+# The batch of this run's suspend: set once, by cmd_act (a namespace) or cmd_bulk (suspend-all).
+SUSPEND_BATCH=""
 
 # patcher_start <suspend|resume>: starts the patch process of that write (a coprocess; its stderr
-#   merged into its output). A suspend's patch carries the record made by suspend_patch.
+#   merged into its output). A suspend's patch carries the record (suspend_patch, in SUSPEND_BATCH).
 patcher_start() {
   [[ -z $PATCHER_WAIT ]] || return 0
-  if [[ $1 == suspend ]]; then
-    [[ -n $SUSPEND_PATCH ]] || suspend_patch ""
-    PATCHER_PATCH=$SUSPEND_PATCH
-  else
-    PATCHER_PATCH=$RESUME_PATCH
-  fi
+  PATCHER_PATCH=$RESUME_PATCH
+  [[ $1 != suspend ]] || PATCHER_PATCH=$(suspend_patch "$SUSPEND_BATCH")
   coproc PATCHER { exec kubectl --context "$CLUSTER" patch --field-manager=flux --type=merge -p "$PATCHER_PATCH" -f - -o "jsonpath=$PATCHED_JSONPATH" 2>&1; }
   # bash drops the coprocess' variables when it ends: keep its output and pid.
   exec {PATCHER_OUT}<&"${PATCHER[0]}"
@@ -239,10 +238,8 @@ bulk_filter() {
 #   exit: act_rows', or the resolver's.
 cmd_act() {
   local action=$1 targets
-  if [[ $action == suspend ]]; then
-    # A whole namespace at once is one batch, as a suspend-all is; one app is a hold of its own.
-    if [[ -n $NAMESPACE && -z $APP ]]; then suspend_patch "$(new_batch)"; else suspend_patch ""; fi
-  fi
+  # A whole namespace at once is one batch, as a suspend-all is; one app is a hold of its own.
+  if [[ $action == suspend && -n $NAMESPACE && -z $APP ]]; then SUSPEND_BATCH=$(new_batch); fi
   if one_patch "$action"; then
     patcher_start "$action"
   fi
@@ -405,7 +402,7 @@ cmd_bulk() {
     return
   fi
   [[ -z $APP ]] || die 2 "APP cannot be combined with a bulk operation — use task flux:$action APP=$APP instead"
-  [[ $action != suspend ]] || suspend_patch "$(new_batch)"
+  [[ $action != suspend ]] || SUSPEND_BATCH=$(new_batch)
   if one_patch "$action"; then
     patcher_start "$action"
   fi
