@@ -45,10 +45,10 @@ impl App {
     }
 }
 
-/// AC3: suspend acts on the app's HelmRelease in its own namespace (and its Kustomization), nothing
+/// The story's suspend criterion: suspend acts on the app's HelmRelease in its own namespace (and its Kustomization), nothing
 /// on the other cluster changes; resume brings it back to Ready.
 #[rstest]
-#[case::ac3_odoo_on_apps(Role::Odoo)]
+#[case::odoo_on_apps(Role::Odoo)]
 #[case::gatus_on_infra(Role::Gatus)]
 #[case::kustomization_only_app(Role::KustomizationOnly)]
 #[case::second_helm_release(Role::SecondRelease)]
@@ -108,10 +108,10 @@ async fn suspend_then_resume(#[case] role: Role) {
     .await;
 }
 
-/// AC4: reconcile sets a new `reconcile.fluxcd.io/requestedAt` token on the app's objects and the
+/// The story's reconcile criterion: reconcile sets a new `reconcile.fluxcd.io/requestedAt` token on the app's objects and the
 /// controllers handle exactly that token (`status.lastHandledReconcileAt`) before the task returns.
 #[rstest]
-#[case::ac4_odoo_on_apps(Role::Odoo)]
+#[case::odoo_on_apps(Role::Odoo)]
 #[case::gatus_on_infra(Role::Gatus)]
 #[case::kustomization_only_app(Role::KustomizationOnly)]
 #[case::second_helm_release(Role::SecondRelease)]
@@ -149,7 +149,7 @@ async fn reconcile_is_handled_now(#[case] role: Role) {
     .await;
 }
 
-/// AC4, the operator's reason for it: a commit pushed to Git is applied by `task flux:reconcile`
+/// The reconcile criterion, the operator's reason for it: a commit pushed to Git is applied by `task flux:reconcile`
 /// at once, without waiting for the 1h source interval.
 #[tokio::test]
 async fn reconcile_applies_a_new_commit_without_waiting_for_the_interval() {

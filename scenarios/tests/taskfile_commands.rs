@@ -253,7 +253,7 @@ fn gitops() -> String {
 }
 
 #[rstest]
-// AC3: Kustomization first, then the HelmRelease in its own namespace: one list (the cluster's first
+// Suspend (the story's criterion): Kustomization first, then the HelmRelease in its own namespace: one list (the cluster's first
 // request, within the preflight's 5 s) and one merge patch of both, in that order (`<<<`: the objects
 // kubectl reads from stdin), whose response is the read-back.
 #[case::suspend_app(&["flux:suspend", "APP=odoo", "CLUSTER=apps"], &[
@@ -294,7 +294,7 @@ fn gitops() -> String {
     "flux reconcile kustomization odoo -n flux-system --with-source --context apps --timeout 20s",
     "flux reconcile helmrelease odoo -n business --with-source --context apps --timeout 20s",
 ], &[], true)]
-// AC4: reconcile now, with the source, and report the outcome.
+// Reconcile (the story's criterion): reconcile now, with the source, and report the outcome.
 // The Kustomization's spec.suspend comes from the resolver's list made just before; the
 // HelmRelease's is read after the Kustomization's reconcile (which may have changed it).
 #[case::reconcile_app(&["flux:reconcile", "APP=odoo", "CLUSTER=apps"], &[

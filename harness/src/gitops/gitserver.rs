@@ -257,7 +257,7 @@ mod tests {
         assert!(remote.starts_with(&second), "{remote}");
         server.stop();
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            // Says who answers there (this has failed once in CI, unexplained).
+            // Says who answers there: a port still answering after stop is otherwise a bare failure.
             let listening = duct::cmd!("ss", "-ltnp", format!("sport = :{port}"))
                 .stderr_to_stdout()
                 .unchecked()
