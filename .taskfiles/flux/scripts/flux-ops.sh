@@ -6,7 +6,7 @@
 #   preflight.sh  tools, kubeconfig, contexts, API        read.sh     status, check, events, diff, …
 #   fanout.sh     the per-cluster fan-out, the one trap   logs.sh     the controllers' logs
 #
-# Inputs come ONLY from the environment (set by the Taskfile's `env:` block, never spliced into a
+# Inputs come ONLY from the environment (set by the `env:` of the Taskfile's runner task `ops`, never spliced into a
 # shell line), so no user value is ever parsed by a shell:
 #   FOPS_CLUSTERS  configured clusters (root Taskfile var CLUSTERS, space separated)
 #   FOPS_CLUSTER   target cluster = kube context, or "all" for read-only commands
