@@ -48,7 +48,8 @@ pub struct ProviderOptions {
     pub retain: bool,
     /// The GitOps repository to serve (`fixtures/gitops` unless given) and how.
     pub gitops: GitopsOptions,
-    /// Told each step of a cluster's start as it completes (what `harness bench` times).
+    /// Told each step of a cluster's start as it completes (what `harness bench` times, what `harness
+    /// up` prints); `existing` starts nothing and tells nothing.
     pub progress: Progress,
 }
 

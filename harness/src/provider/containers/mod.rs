@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::ProviderOptions;
+use super::{ProviderOptions, Step};
 use crate::apply;
 use crate::fixtures;
 use crate::flux::CONTROLLERS;
@@ -279,7 +279,11 @@ impl Common {
         options: &ProviderOptions,
         toolchain: &Toolchain,
     ) -> Result<(FixturesRepo, Prepared)> {
-        super::each_cluster(|cluster| self.kubectl.wait_nodes_ready(cluster))?;
+        super::each_cluster(|cluster| {
+            self.kubectl.wait_nodes_ready(cluster)?;
+            options.progress.done(cluster, Step::ControlPlane);
+            Ok(())
+        })?;
         let port = PortBlock::first_free(20000, 1)?;
         let (git, repo) = GitServer::start_on(
             gateway,
@@ -295,7 +299,9 @@ impl Common {
         *self.fixtures.lock().unwrap() = Some(FixturesServer { git, _port: port });
         super::each_cluster(|cluster| {
             self.kubectl
-                .install_flux(cluster, manifest, options.flux_timeout)
+                .install_flux(cluster, manifest, options.flux_timeout)?;
+            options.progress.done(cluster, Step::Flux);
+            Ok(())
         })?;
         let prepared = standins::prepare(
             toolchain,
@@ -323,7 +329,9 @@ impl Common {
                     )
                     .await
                 })
-                .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))
+                .with_context(|| format!("bootstrapping the fixtures on cluster {cluster}"))?;
+            options.progress.done(cluster, Step::Fixtures);
+            Ok(())
         })?;
         Ok((repo, prepared))
     }
