@@ -59,7 +59,8 @@ const fn hr(cluster: &'static str, namespace: &'static str, name: &'static str) 
 /// What a scenario acts on, named by its role: every fixture repository has an app for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The story's app: `odoo` on `apps`, a Kustomization and a HelmRelease (the story's suspend and reconcile criteria).
+    /// The story's app: `odoo` on `apps`, a Kustomization and a HelmRelease (the story's suspend
+    /// and reconcile criteria).
     Odoo,
     /// `gatus` on `infra`.
     Gatus,

@@ -45,8 +45,8 @@ impl App {
     }
 }
 
-/// The story's suspend criterion: suspend acts on the app's HelmRelease in its own namespace (and its Kustomization), nothing
-/// on the other cluster changes; resume brings it back to Ready.
+/// The story's suspend criterion: suspend acts on the app's HelmRelease in its own namespace (and
+/// its Kustomization), nothing on the other cluster changes; resume brings it back to Ready.
 #[rstest]
 #[case::odoo_on_apps(Role::Odoo)]
 #[case::gatus_on_infra(Role::Gatus)]
@@ -108,8 +108,9 @@ async fn suspend_then_resume(#[case] role: Role) {
     .await;
 }
 
-/// The story's reconcile criterion: reconcile sets a new `reconcile.fluxcd.io/requestedAt` token on the app's objects and the
-/// controllers handle exactly that token (`status.lastHandledReconcileAt`) before the task returns.
+/// The story's reconcile criterion: reconcile sets a new `reconcile.fluxcd.io/requestedAt` token on
+/// the app's objects and the controllers handle exactly that token (`status.lastHandledReconcileAt`)
+/// before the task returns.
 #[rstest]
 #[case::odoo_on_apps(Role::Odoo)]
 #[case::gatus_on_infra(Role::Gatus)]
@@ -149,8 +150,8 @@ async fn reconcile_is_handled_now(#[case] role: Role) {
     .await;
 }
 
-/// The reconcile criterion, the operator's reason for it: a commit pushed to Git is applied by `task flux:reconcile`
-/// at once, without waiting for the 1h source interval.
+/// The reconcile criterion, the operator's reason for it: a commit pushed to Git is applied by
+/// `task flux:reconcile` at once, without waiting for the 1h source interval.
 #[tokio::test]
 async fn reconcile_applies_a_new_commit_without_waiting_for_the_interval() {
     scenario("reconcile-new-commit-odoo", |env| async move {

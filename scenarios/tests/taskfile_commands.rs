@@ -253,9 +253,9 @@ fn gitops() -> String {
 }
 
 #[rstest]
-// Suspend (the story's criterion): Kustomization first, then the HelmRelease in its own namespace: one list (the cluster's first
-// request, within the preflight's 5 s) and one merge patch of both, in that order (`<<<`: the objects
-// kubectl reads from stdin), whose response is the read-back.
+// Suspend (the story's criterion): Kustomization first, then the HelmRelease in its own namespace:
+// one list (the cluster's first request, within the preflight's 5 s) and one merge patch of both, in
+// that order (`<<<`: the objects kubectl reads from stdin), whose response is the read-back.
 #[case::suspend_app(&["flux:suspend", "APP=odoo", "CLUSTER=apps"], &[
     "kubectl --context apps --request-timeout=5s get kustomizations.v1.kustomize.toolkit.fluxcd.io,helmreleases.v2.helm.toolkit.fluxcd.io -A --field-selector metadata.name=odoo -o jsonpath=",
     "kubectl --context apps patch --field-manager=flux --type=merge -p {\"metadata\":{\"annotations\":{\"k8s-ops.io/suspended-by\":\"…\",\"k8s-ops.io/suspended-at\":\"…\",\"k8s-ops.io/suspend-reason\":null,\"k8s-ops.io/suspend-batch\":null}},\"spec\":{\"suspend\":true}} -f - -o jsonpath={.kind}{\"|\"}{.metadata.namespace}{\"|\"}{.metadata.name}{\"|\"}{.spec.suspend}{\"\\n\"} <<< Kustomization flux-system/odoo, HelmRelease business/odoo",
